@@ -1,0 +1,26 @@
+"""Rewards: pure functions registered by name, combined by weights from config."""
+
+from webdancer.rewards.base import REWARDS, RewardFn, RewardResult
+from webdancer.rewards.combined import DEFAULT_WEIGHTS, CombinedReward
+from webdancer.rewards.gaia import gaia_exact_match, gaia_match
+from webdancer.rewards.judge import JUDGE_PROMPT, Judgement, JudgeReward, parse_verdict
+from webdancer.rewards.rules import contains, exact_match, f1, format_reward, normalize_answer
+
+__all__ = [
+    "REWARDS",
+    "DEFAULT_WEIGHTS",
+    "JUDGE_PROMPT",
+    "CombinedReward",
+    "JudgeReward",
+    "Judgement",
+    "RewardFn",
+    "RewardResult",
+    "contains",
+    "exact_match",
+    "f1",
+    "format_reward",
+    "gaia_exact_match",
+    "gaia_match",
+    "normalize_answer",
+    "parse_verdict",
+]
