@@ -58,6 +58,12 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         positional="query",
         writes_outputs=False,
     ),
+    ("model", "make-tiny"): Command(
+        "webdancer.conf.model:MakeTinyConfig",
+        "webdancer.agents.tiny:make_tiny_command",
+        "train an offline tokenizer and save a small random Qwen2 model (tests, demo)",
+        positional="out",
+    ),
     ("demo",): Command(
         "webdancer.conf.web:WebDemoConfig",
         "webdancer.web.commands:demo",

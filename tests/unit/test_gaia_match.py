@@ -69,7 +69,7 @@ STRING_CASES = [
     ("a", "a", True, "single letter"),
     ("", "Paris", False, "empty prediction"),
     ("Pari", "Paris", False, "no partial credit"),
-    ("Paris, France", "Paris France", True, "the truth has no separator, so the comma is punctuation"),
+    ("Paris, France", "Paris France", True, "no separator in the truth: the comma is punctuation"),
     ("Zürich", "zürich", True, "non-ASCII letters lowercased"),
     ("Zürich", "Zurich", False, "accents are not folded"),
     ("x\u00a0y", "xy", True, "non-breaking space is whitespace"),

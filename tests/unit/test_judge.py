@@ -136,7 +136,8 @@ def test_undecided_after_all_retries_is_none_not_false() -> None:
 def test_batch_size_splits_calls_and_isolates_a_failing_chunk() -> None:
     judge, engine = make_judge({"a": ["Verdict: correct"], "b": [ValueError("bad"), "Correct"],
                                 "c": ["Verdict: incorrect"]}, batch_size=1)
-    assert judge.judge_batch([("q", "a", "a"), ("q", "a", "b"), ("q", "a", "c")]) == [True, True, False]
+    items = [("q", "a", "a"), ("q", "a", "b"), ("q", "a", "c")]
+    assert judge.judge_batch(items) == [True, True, False]
     assert [len(c) for c in engine.calls] == [1, 1, 1, 1]
 
 
@@ -203,7 +204,8 @@ def test_system_prompt_and_default_params() -> None:
     assert params.temperature == 0.0 and params.stop == ()
 
 
-@pytest.mark.parametrize("kw,match", [({"retries": -1}, "retries"), ({"batch_size": 0}, "batch_size")])
+@pytest.mark.parametrize("kw,match", [({"retries": -1}, "retries"),
+                                      ({"batch_size": 0}, "batch_size")])
 def test_bad_arguments(kw: dict[str, int], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         JudgeReward(ScriptedEngine({}), params=object(), **kw)  # type: ignore[arg-type]

@@ -202,11 +202,14 @@ def test_build_from_store_renders_pages(tmp_path: Path) -> None:
         store.put("https://site.test/b", b"<html><head><title>Giraffe</title></head><body><p>Giraffes are tall.</p></body></html>")
         store.put("https://site.test/gone", b"<html><body>okapi</body></html>", status=404)
         store.flush()
-        search = BM25Search.build_from_store(store, tmp_path / "index")
+        search = BM25Search.build_from_store(store, tmp_path / "index", progress=True)
+        forked = BM25Search.build_from_store(store, None, workers=2)
+    assert search.build_stats is not None and search.build_stats.docs == 2
     [hits] = search.search(["okapi forest"])
     assert urls(hits) == ["https://site.test/a"]
     assert hits[0].title == "Okapi facts"
     assert "Ituri" in hits[0].snippet
+    assert forked.search(["okapi forest", "giraffe"]) == search.search(["okapi forest", "giraffe"])
 
 
 # --------------------------------------------------------------------------- format

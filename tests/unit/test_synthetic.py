@@ -26,6 +26,7 @@ from webdancer.web.synthetic import (
     generate_site,
     iter_edges,
     iter_pages,
+    path_urls,
     plan_counts,
     walk,
     write_site,
@@ -127,7 +128,8 @@ def test_same_bytes_in_another_process(site: SyntheticSite, tmp_path: Path) -> N
 # ---------------------------------------------------------------- links and reachability
 
 
-def test_every_page_is_reachable_from_home_and_no_link_is_broken(site: SyntheticSite, pages: dict[str, str]) -> None:
+def _crawl(site: SyntheticSite, pages: dict[str, str]) -> set[str]:
+    """Pages reached from home by following links; fails on a link to a missing page."""
     origin = _origin(site.base_url)
     seen = {site.home_url}
     queue = deque([site.home_url])
@@ -141,10 +143,18 @@ def test_every_page_is_reachable_from_home_and_no_link_is_broken(site: Synthetic
             if target not in seen:
                 seen.add(target)
                 queue.append(target)
-    assert seen == set(pages)
+    return seen
 
 
-def test_every_entity_is_listed_on_an_index_page(site: SyntheticSite, pages: dict[str, str]) -> None:
+def test_every_page_is_reachable_from_home_and_no_link_is_broken(
+    site: SyntheticSite, pages: dict[str, str]
+) -> None:
+    assert _crawl(site, pages) == set(pages)
+
+
+def test_every_entity_is_listed_on_an_index_page(
+    site: SyntheticSite, pages: dict[str, str]
+) -> None:
     listed: set[str] = set()
     for url, route in site.routes.items():
         if route[0] == "index":
@@ -166,7 +176,7 @@ def test_index_pages_are_alphabetical_and_about_100_long(site: SyntheticSite) ->
         assert len(ids) == len(site.graph.of_type(type_name))
 
 
-def test_site_under_a_base_path(tmp_path: Path) -> None:
+def test_site_under_a_base_path() -> None:
     small = generate_site(300, seed=1, base_url="http://127.0.0.1:8000/wiki-site/")
     e = next(iter(small.graph.entities.values()))
     assert e.url.startswith("http://127.0.0.1:8000/wiki-site/wiki/")
@@ -174,6 +184,8 @@ def test_site_under_a_base_path(tmp_path: Path) -> None:
     relative = [h for h in HREF.findall(html) if h != e.url]  # all but the canonical link
     assert relative and all(h.startswith("/wiki-site/") for h in relative)
     assert small.home_url == "http://127.0.0.1:8000/wiki-site/"
+    pages = dict(iter_pages(small))
+    assert _crawl(small, pages) == set(pages)
 
 
 # ---------------------------------------------------------------- article content
@@ -211,7 +223,8 @@ def test_article_looks_like_a_wiki_page(site: SyntheticSite) -> None:
 
 
 def test_some_articles_carry_a_data_table(site: SyntheticSite, pages: dict[str, str]) -> None:
-    with_table = sum('<table class="wikitable">' in pages[e.url] for e in site.graph.entities.values())
+    entities = site.graph.entities.values()
+    with_table = sum('<table class="wikitable">' in pages[e.url] for e in entities)
     assert 0 < with_table < len(site.graph)
 
 
@@ -230,7 +243,10 @@ def test_names_are_unique_ascii_and_fictional(site: SyntheticSite) -> None:
 
 def test_years_are_consistent(site: SyntheticSite) -> None:
     g = site.graph
-    year = {e.id: e.attributes.get("birth_year", e.attributes.get("founded_year")) for e in g.entities.values()}
+    year = {
+        e.id: e.attributes.get("birth_year", e.attributes.get("founded_year"))
+        for e in g.entities.values()
+    }
     for src, rel, dst in iter_edges(g):
         s = g.entity(src).attributes
         if rel == "founded_by":
@@ -253,8 +269,7 @@ def test_years_are_consistent(site: SyntheticSite) -> None:
 
 def test_every_entity_has_two_to_four_outgoing_relations(site: SyntheticSite) -> None:
     degrees = [len(site.graph.neighbors(i)) for i in site.graph.entities]
-    assert min(degrees) >= 1 and max(degrees) <= 5
-    assert sum(2 <= d <= 4 for d in degrees) / len(degrees) > 0.98
+    assert min(degrees) == 2 and max(degrees) == 4
 
 
 # ---------------------------------------------------------------- graph API
@@ -305,8 +320,13 @@ def test_walk_finds_fifteen_hops_without_revisiting(site: SyntheticSite) -> None
             assert not RELATION_BY_NAME[rel].many
             node = target
         found += len(path) == 15
+        urls = path_urls(g, e.id, path)
+        assert len(urls) == len(path) + 1 and all(u in site.routes for u in urls)
     assert found >= 5
     assert walk(g, "person:0", 0, rng) == []
+    assert all(rel == "born_in" for rel, _ in walk(g, "person:0", 3, rng, relations={"born_in"}))
+    with pytest.raises(KeyError, match="valid ones"):
+        walk(g, "person:0", 3, rng, relations={"likes"})
 
 
 def test_walk_is_deterministic_given_the_rng(site: SyntheticSite) -> None:

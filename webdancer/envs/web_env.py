@@ -31,7 +31,7 @@ ANSWER = "answer"
 CALL_BUDGET = "call_budget_exhausted"
 CONTEXT_BUDGET = "context_budget_exhausted"
 
-ANSWER_NOW = ("You have used up the observation budget. Do not call any more tools; "
+ANSWER_NOW = ("You have used up your {what}. Do not call any more tools; "
               "write your final answer now as <answer>...</answer>.")
 
 
@@ -209,13 +209,15 @@ class WebEnv(gym.Env[str, str]):
             ep.termination = CONTEXT_BUDGET  # told to answer and did not
         elif ep.observation_chars > self.max_observation_chars or len(ep.turns) == self.max_turns - 1:
             ep.warned = True
-            obs = f"{obs}\n\n{ANSWER_NOW}"
+            what = "observation budget" if ep.observation_chars > self.max_observation_chars else "tool calls"
+            obs = f"{obs}\n\n{ANSWER_NOW.format(what=what)}"
         return obs
 
     def _finish(self, ep: Episode, info: dict[str, Any]) -> float:
         result = self.reward_fn(ep, ep.task)
         info["termination"] = ep.termination
         info["reward_breakdown"] = dict(result.breakdown)
+        info["reward_unjudged"] = result.unjudged
         info["env/search_ms_total"] = ep.search_ms
         info["env/visit_ms_total"] = ep.visit_ms
         return float(result.score)

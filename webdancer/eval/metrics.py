@@ -66,7 +66,7 @@ class EpisodeResult:
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k of Chen et al. (2021): ``1 - C(n-c, k) / C(n, k)`` for ``c`` of ``n`` correct."""
+    """Unbiased pass@k (Chen et al. 2021): ``1 - C(n-c, k) / C(n, k)``, ``c`` of ``n`` correct."""
     if not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}.")
     if n - c < k:
@@ -87,7 +87,8 @@ def _by_task(results: Sequence[EpisodeResult]) -> dict[str, dict[int, EpisodeRes
     table: dict[str, dict[int, EpisodeResult]] = defaultdict(dict)
     for r in results:
         if r.run in table[r.task_id]:
-            raise ValueError(f"two results for task {r.task_id!r} in run {r.run}; keep one per run.")
+            raise ValueError(f"two results for task {r.task_id!r} in run {r.run}; "
+                             "keep one per run.")
         table[r.task_id][r.run] = r
     return table
 

@@ -39,7 +39,7 @@ def _as_float(text: str) -> float | None:
 
 
 def _prediction_number(text: str) -> float | None:
-    """The prediction as a number after dropping ``$``, ``%`` and ``,``; None if it does not parse."""
+    """The prediction as a float after dropping ``$``, ``%`` and ``,``; None if unparseable."""
     for char in "$%,":
         text = text.replace(char, "")
     return _as_float(text)
@@ -58,7 +58,7 @@ def _normalize(text: str, *, remove_punct: bool) -> str:
 
 
 def gaia_match(prediction: str, truth: str) -> bool:
-    """True when ``prediction`` matches ``truth`` under GAIA's quasi-exact match (see module doc)."""
+    """True when ``prediction`` matches ``truth`` under GAIA's quasi-exact match (module doc)."""
     truth_number = _as_float(truth)
     if truth_number is not None:
         return _numbers_equal(prediction, truth_number)

@@ -41,7 +41,8 @@ REMINDER = "Reply with one line only: `Verdict: correct` or `Verdict: incorrect`
 
 # After markdown decoration is stripped, a verdict line is "Verdict: <word>" or the
 # bare word; trailing text after the word is allowed ("Verdict: correct, because ...").
-_VERDICT_LINE = re.compile(r"^(?:final\s+)?verdict\s*[:=\-]?\s*(incorrect|correct)\b", re.IGNORECASE)
+_VERDICT_LINE = re.compile(r"^(?:final\s+)?verdict\s*[:=\-]?\s*(incorrect|correct)\b",
+                           re.IGNORECASE)
 _BARE_LINE = re.compile(r"^(incorrect|correct)\s*[.!]?$", re.IGNORECASE)
 _DECORATION = re.compile(r"[*_`]")
 
@@ -172,7 +173,8 @@ class JudgeReward:
                     out[i] = Judgement(None, attempts=attempts[i], error=f"{type(e).__name__}: {e}")
                 continue
             for i, reply in zip(chunk, replies):
-                out[i] = Judgement(parse_verdict(reply.text), reply=reply.text, attempts=attempts[i])
+                out[i] = Judgement(parse_verdict(reply.text), reply=reply.text,
+                                   attempts=attempts[i])
         return out
 
     def judge_batch(self, items: Sequence[tuple[str, str, str]]) -> list[bool | None]:

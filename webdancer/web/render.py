@@ -26,6 +26,7 @@ be rendered comes back as a page whose text says why.
 from __future__ import annotations
 
 import codecs
+import html as html_lib
 import math
 import re
 import threading
@@ -36,7 +37,8 @@ from urllib.parse import urljoin, urlsplit
 from lxml import etree
 
 MAX_INPUT_CHARS = 5_000_000  # bytes (or characters) of a document that are parsed
-MAX_TEXT_CHARS = 1_000_000  # characters of rendered body text kept
+MAX_TEXT_CHARS = 500_000  # characters of rendered body text kept
+MAX_BLOCKS = 20_000  # blocks (paragraphs, items, ...) kept; bounds the walk on pathological pages
 MIN_PAGE_SIZE = 100  # characters; smaller page sizes are raised to this
 TABLE_MAX_ROWS = 60  # body rows of a table shown (plus its header row)
 TABLE_MAX_COLS = 12
@@ -86,14 +88,14 @@ _CHARSET_ALIASES = {"utf8mb4": "utf-8", "unicode": "utf-8", "x-sjis": "shift_jis
 _MAGIC = (b"%PDF-", b"\x89PNG", b"GIF87a", b"GIF89a", b"\xff\xd8\xff", b"PK\x03\x04",
           b"\x1f\x8b", b"\x7fELF", b"wOFF", b"wOF2", b"OggS", b"\x1a\x45\xdf\xa3", b"RIFF")
 _BINARY_TYPES = ("image/", "audio/", "video/", "font/", "application/pdf", "application/zip",
-                 "application/gzip", "application/x-gzip", "application/vnd.")
+                 "application/gzip", "application/x-gzip")
 _PLAIN_TYPES = ("text/plain", "text/csv", "text/markdown", "application/json", "text/x-")
 # Every byte except the C0 controls that never occur in text (tab, LF, FF, CR and ESC do).
 _TEXT_BYTES = bytes(b for b in range(256) if b >= 32 or b in (9, 10, 12, 13, 27))
 
 
 def _codec(label: str) -> str | None:
-    """Python codec name for a declared charset; Latin-1 labels mean cp1252, as browsers read them."""
+    """Python codec for a declared charset; Latin-1 labels mean cp1252, as browsers read them."""
     label = label.strip().lower()
     try:
         name = codecs.lookup(label).name
@@ -107,7 +109,7 @@ def _codec(label: str) -> str | None:
 
 
 def _choose_encoding(data: bytes, content_type: str) -> tuple[str, bool]:
-    """(codec, whether libxml2 may read the bytes as UTF-8 itself) for ``data``.
+    """(codec, whether the bytes may go to libxml2 as UTF-8 unchanged) for ``data``.
 
     The charset is the header's, else the <meta> one, else a guess; but bytes that read
     as UTF-8 are UTF-8 whatever they claim (multi-byte sequences are vanishingly rare in
@@ -141,7 +143,7 @@ def _sniff(data: bytes, content_type: str) -> str:
     if mime.startswith(_BINARY_TYPES) or data.startswith(_MAGIC):
         return "binary"
     head = data[:8192]
-    if len(head.translate(None, _TEXT_BYTES)) > len(head) // 100:
+    if len(head.translate(None, _TEXT_BYTES)) > max(2, len(head) // 100):
         return "binary"
     if mime.startswith(_PLAIN_TYPES):
         start = head.lstrip()[:1024].lower()
@@ -150,35 +152,98 @@ def _sniff(data: bytes, content_type: str) -> str:
     return "html"
 
 
+def _open_self_closed(data: bytes) -> bytes:
+    """Rewrite ``<script .../>`` as ``<script ...>``: browsers ignore that slash (the code up
+    to ``</script>`` stays hidden) but libxml2 closes the element and shows the code as text."""
+    pieces = []
+    done = 0
+    for opener in (b"<script", b"<SCRIPT", b"<style", b"<STYLE"):
+        start = data.find(opener)
+        while start >= 0:
+            end = data.find(b">", start)
+            if end < 0:
+                break
+            if data[end - 1 : end] == b"/":
+                pieces.append((end - 1, end))
+            start = data.find(opener, end)
+    if not pieces:
+        return data
+    out = []
+    for cut_from, cut_to in sorted(pieces):
+        out.append(data[done:cut_from])
+        done = cut_to
+    out.append(data[done:])
+    return b"".join(out)
+
+
 class _Parsers(threading.local):
-    """lxml parsers are not safe to share across threads: one set per thread."""
+    """lxml parsers are not safe to share across threads: one per thread."""
 
     def __init__(self) -> None:
-        options = dict(remove_comments=True, remove_pis=True, no_network=True, huge_tree=True)
-        self.auto = etree.HTMLParser(**options)  # follows <meta charset>
-        self.utf8 = etree.HTMLParser(encoding="utf-8", **options)
+        # The encoding is always given: libxml2's own <meta> detection misses often (a
+        # conditional comment before <html> is enough), and reading UTF-8 costs nothing.
+        # collect_ids=False: no id hash table, which nothing here looks up.
+        self.utf8 = etree.HTMLParser(
+            encoding="utf-8", remove_comments=True, remove_pis=True, no_network=True,
+            huge_tree=True, collect_ids=False,
+        )
 
 
 _PARSERS = _Parsers()
 
 
-def _to_tree(data: bytes, content_type: str) -> etree._Element | None:
-    """Parse bytes with the right charset; the fast path lets libxml2 read <meta charset> itself."""
-    for bom, enc in _BOMS:
-        if data.startswith(bom):
-            data = data[len(bom):].decode(enc, "replace").encode("utf-8")
-            break
+def _to_tree(data: bytes, content_type: str) -> tuple[etree._Element | None, bytes]:
+    """(tree or None for an empty document, the UTF-8 bytes parsed) for a body in any charset."""
     if b"\x00" in data:
         data = data.replace(b"\x00", b"")
-    encoding, valid_utf8 = _choose_encoding(data, content_type)
-    if encoding == "utf-8" and valid_utf8:
-        meta = _META_CHARSET.search(data, 0, 16384)
-        meta_utf8 = meta is not None and _codec(meta.group(1).decode("ascii")) == "utf-8"
-        parser = _PARSERS.auto if meta_utf8 or data.isascii() else _PARSERS.utf8
-    else:
+    data = _open_self_closed(data)
+    encoding, utf8 = _choose_encoding(data, content_type)
+    if not (encoding == "utf-8" and utf8):
         data = data.decode(encoding, "replace").encode("utf-8")
-        parser = _PARSERS.utf8
-    return etree.fromstring(data, parser)
+    return etree.fromstring(data, _PARSERS.utf8), data
+
+
+def _parse_gave_up() -> bool:
+    """Whether libxml2 stopped early (nesting deeper than it allows), losing the rest."""
+    error = _PARSERS.utf8.error_log.last_error
+    return error is not None and error.level_name == "FATAL"
+
+
+_BLOCK_TAG = re.compile(r"</?(?:p|div|br|li|h[1-6]|tr|table|ul|ol|dl|dt|dd|section|article"
+                        r"|pre|blockquote|header|footer|main|nav|aside|form|hr)\b[^>]*>", re.I)
+_ANY_TAG = re.compile(r"<[^>]*>")
+_BLANK_LINE = re.compile(r"\n\s*\n")
+
+
+def _markup_blocks(data: bytes) -> list[tuple[str, str]]:
+    """Paragraphs of a document by tag stripping: the fallback when it cannot be parsed."""
+    text = _without_code(data.decode("utf-8", "replace"))
+    text = html_lib.unescape(_ANY_TAG.sub("", _BLOCK_TAG.sub("\n\n", text)))
+    paragraphs = (" ".join(chunk.split()) for chunk in text.split("\n\n"))
+    return [("p", paragraph) for paragraph in paragraphs if paragraph][:MAX_BLOCKS]
+
+
+def _without_code(text: str) -> str:
+    """``text`` without <script> and <style> elements, in one linear scan."""
+    lower = text.lower()
+    kept = []
+    pos = 0
+    next_at = {"script": lower.find("<script"), "style": lower.find("<style")}
+    while True:
+        for tag, at in next_at.items():  # each tag's next opening, found again only when passed
+            if 0 <= at < pos:
+                next_at[tag] = lower.find("<" + tag, pos)
+        found = [(at, tag) for tag, at in next_at.items() if at >= 0]
+        if not found:
+            break
+        start, tag = min(found)
+        kept.append(text[pos:start])
+        end = lower.find("</" + tag, start)
+        if end < 0:
+            return " ".join(kept)
+        pos = lower.find(">", end) + 1 or len(text)
+    kept.append(text[pos:])
+    return " ".join(kept)
 
 
 # ----------------------------------------------------------------------------- boilerplate
@@ -263,7 +328,8 @@ class _Walker:
         self.items: list[str] = []  # continuation indent of each open <li>
         self.lists: list[list[int]] = []  # [ordered, last number] of each open list
         self.tables: list[_Table] = []
-        self.open_links: list[tuple[str, int, int] | None] = []
+        # (url, gen, buffer length, block list, block count) when each open <a> started
+        self.open_links: list[tuple[str, int, int, list, int] | None] = []
         self.links: list[Link] = []
         self.link_numbers: dict[str, int] = {}
         self.url_cache: dict[str, str | None] = {}
@@ -284,7 +350,9 @@ class _Walker:
             tag = el.tag
             kind = kinds.get(tag, INLINE) if tag.__class__ is str else SKIP
             if event == "start":
-                if kind:
+                if kind == BR:
+                    append(_BR)
+                elif kind:
                     if not self._start(el, tag, kind):
                         walker.skip_subtree()
                         skipped = True
@@ -296,7 +364,7 @@ class _Walker:
             else:
                 if skipped:
                     skipped = False
-                elif kind:
+                elif kind > BR:
                     self._end(el, tag, kind)
                     append = self.buf.append
                     if self.full:
@@ -314,13 +382,11 @@ class _Walker:
         if self.prune and kind in _CHECKED and self._is_chrome(el, tag, kind):
             self.pruned += 1
             return False
-        if kind == BR:
-            self.buf.append(_BR)
-            return True
         if kind == LINK:
             self._open_link(el)
             return True
-        self._flush()
+        if self.buf:
+            self._flush()
         if kind == PRE:
             self._pre(el)
             return False
@@ -344,15 +410,14 @@ class _Walker:
         return True
 
     def _end(self, el: etree._Element, tag: str, kind: int) -> None:
-        if kind == BR:
-            return
         if kind == LINK:
             self._close_link(el)
             return
         if kind == HEADING:
             self._flush(level=int(tag[1]))
             return
-        self._flush()
+        if self.buf:
+            self._flush()
         if kind == LIST:
             if self.lists:
                 self.lists.pop()
@@ -372,24 +437,24 @@ class _Walker:
             self.quote = max(0, self.quote - 1)
 
     def _is_chrome(self, el: etree._Element, tag: str, kind: int) -> bool:
-        """Navigation, banners, footers, cookie notices, ads, share bars (never the main content)."""
+        """Navigation, banners, footers, cookie notices, ads, share bars; never main content."""
         if kind == LANDMARK:
             if tag == "nav":
                 return True
             if self.article:  # an article's own header, footer or aside is part of it
                 return False
             return tag != "header" or next(el.iter("h1"), None) is None
-        cache = _junk_cache
-        for name in (el.get("class"), el.get("id")):
-            if name:
-                hit = cache.get(name)
+        for name, value in el.items():  # one call for all attributes: cheaper than three gets
+            if name == "class" or name == "id":
+                hit = _junk_cache.get(value)
                 if hit is None:
-                    hit = _junk_name(name)
-                if hit:
-                    return not _holds_content(el)
-        role = el.get("role")
-        if role and role.lower() in _JUNK_ROLES and not (self.article and role != "navigation"):
-            return not _holds_content(el)
+                    hit = _junk_name(value)
+            elif name == "role":
+                hit = value.lower() in _JUNK_ROLES and not (self.article and value != "navigation")
+            else:
+                continue
+            if hit:
+                return not _holds_content(el)
         return False
 
     # --- blocks
@@ -423,7 +488,7 @@ class _Walker:
     def _add(self, kind: str, text: str) -> None:
         self.blocks.append((kind, text))
         self.size += len(text)
-        if self.size > MAX_TEXT_CHARS:
+        if self.size > MAX_TEXT_CHARS or len(self.blocks) > MAX_BLOCKS:
             self.full = True
 
     def _pre(self, el: etree._Element) -> None:
@@ -449,7 +514,8 @@ class _Walker:
             table.row = []
         table.saved = (self.blocks, self.buf, self.gen, self.prefix, self.items, self.lists,
                        self.quote)
-        self.blocks, self.buf, self.prefix, self.items, self.lists, self.quote = [], [], "", [], [], 0
+        self.blocks, self.buf, self.prefix, self.items, self.lists = [], [], "", [], []
+        self.quote = 0
         self.gen += 1
 
     def _close_cell(self, table: _Table, el: etree._Element | None) -> None:
@@ -461,7 +527,8 @@ class _Walker:
          self.quote) = table.saved
         self.gen = max(self.gen, gen) + 1
         table.saved = None
-        assert table.row is not None
+        if table.row is None:
+            table.row = []
         table.row.append(cell)
         span = el.get("colspan") if el is not None else None
         if span and span.strip().isdigit():
@@ -493,15 +560,22 @@ class _Walker:
             url = self.url_cache.get(href, "")
             if url == "":
                 url = self.url_cache[href] = _resolve(href, self.base, self.base_parts)
-        self.open_links.append((url, self.gen, len(self.buf)) if url else None)
+        self.open_links.append(
+            (url, self.gen, len(self.buf), self.blocks, len(self.blocks)) if url else None
+        )
 
     def _close_link(self, el: etree._Element) -> None:
         opened = self.open_links.pop() if self.open_links else None
         if opened is None:
             return
-        url, gen, start = opened
+        url, gen, start, blocks, first_block = opened
         inline = gen == self.gen
-        raw = "".join(self.buf[start:]) if inline else _text_of(el)
+        if inline:
+            raw = "".join(self.buf[start:])
+        elif blocks is self.blocks:  # the link wrapped whole blocks: its text is theirs
+            raw = " ".join([text for _, text in blocks[first_block:]] + self.buf)
+        else:
+            raw = _text_of(el)
         text = " ".join(raw.replace(_BR, " ").split())
         if not text:
             img = next(el.iter("img"), None)
@@ -643,44 +717,63 @@ def render_page(
     try:
         return _render(html, url, max(int(page_size), MIN_PAGE_SIZE), content_type or "")
     except Exception as exc:  # last resort: the agent reads why instead of the env crashing
-        return _message_page(url, f"(This page could not be rendered: {type(exc).__name__}.)")
+        note = f"(This page could not be rendered: {type(exc).__name__}.)"
+        return _message_page(url, note, MIN_PAGE_SIZE)
 
 
 def _render(html: bytes | str, url: str, page_size: int, content_type: str) -> RenderedPage:
-    if isinstance(html, str):  # already text: its charset is ours, whatever it declares
-        data = html[:MAX_INPUT_CHARS].encode("utf-8", "replace")
-        content_type = (content_type.split(";", 1)[0].strip() or "text/html") + "; charset=utf-8"
-    else:
-        data = bytes(html[:MAX_INPUT_CHARS])
+    data, content_type = _as_bytes(html, content_type)
     kind = _sniff(data, content_type)
     if kind == "binary":
         what = content_type.split(";", 1)[0].strip() or "binary data"
-        return _message_page(url, f"(The content at this address is {what}, not text.)")
+        return _message_page(url, f"(The content at this address is {what}, not text.)", page_size)
     if kind == "plain":
         encoding, _ = _choose_encoding(data, content_type)
-        text = data.decode(encoding, "replace")
-        blocks = [("p", para) for para in (_collapse_lines(p.replace("\n", _BR))
-                                           for p in re.split(r"\n\s*\n", text)) if para]
-        return _assemble(url, url, blocks, (), page_size)
-    root = _to_tree(data, content_type)
+        blocks = _plain_blocks(data.decode(encoding, "replace"))
+        return _assemble(url, url or "(untitled)", blocks, (), page_size)
+    root, utf8 = _to_tree(data, content_type)
     if root is None:
-        return _message_page(url, "(This page has no readable text.)")
+        return _message_page(url, "(This page has no readable text.)", page_size)
+    if _parse_gave_up():
+        return _assemble(url, url or "(untitled)", _markup_blocks(utf8), (), page_size)
     head, body = root.find("head"), root.find("body")
     # Plain inline elements only carry text: merging it into their parents in C leaves
     # the Python walk fewer nodes to visit.
     etree.strip_tags(root, *_PLAIN_INLINE)
     base = _base_url(url, head)
+    content = body if body is not None else root
     walker = _Walker(base, prune=True)
-    blocks = walker.walk(body if body is not None else root)
+    blocks = walker.walk(content)
     if walker.size < PRUNE_FALLBACK_CHARS and walker.pruned:
         unpruned = _Walker(base, prune=False)
-        unpruned_blocks = unpruned.walk(body if body is not None else root)
-        if unpruned.size > 2 * walker.size:
+        unpruned_blocks = unpruned.walk(content)
+        if unpruned.size > 4 * walker.size:  # pruning took nearly everything: keep it all
             walker, blocks = unpruned, unpruned_blocks
     title = _title(head, body, url)
     if blocks and blocks[0][0] == "h" and blocks[0][1].lstrip("#").strip() == title:
-        blocks = blocks[1:]
+        blocks = blocks[1:]  # the page's own <h1> repeating the title line
     return _assemble(url, title, blocks, tuple(walker.links), page_size)
+
+
+def _as_bytes(html: bytes | str, content_type: str) -> tuple[bytes, str]:
+    """The body as at most MAX_INPUT_CHARS bytes; text and BOM-marked bodies become UTF-8."""
+    if isinstance(html, str):  # already text: its charset is ours, whatever it declares
+        data = html[:MAX_INPUT_CHARS].encode("utf-8", "replace")
+    else:
+        data = bytes(html[:MAX_INPUT_CHARS])
+        for bom, enc in _BOMS:  # a BOM outranks every declaration (UTF-16 would look binary)
+            if data.startswith(bom):
+                data = data[len(bom) :].decode(enc, "replace").encode("utf-8")
+                break
+        else:
+            return data, content_type
+    return data, (content_type.split(";", 1)[0].strip() or "text/html") + "; charset=utf-8"
+
+
+def _plain_blocks(text: str) -> list[tuple[str, str]]:
+    """Paragraphs of a plain-text body (blank-line separated; line breaks kept)."""
+    paragraphs = (_collapse_lines(chunk.replace("\n", _BR)) for chunk in _BLANK_LINE.split(text))
+    return [("p", paragraph) for paragraph in paragraphs if paragraph][:MAX_BLOCKS]
 
 
 def _base_url(url: str, head: etree._Element | None) -> str:
@@ -696,23 +789,25 @@ def _title(head: etree._Element | None, body: etree._Element | None, url: str) -
     for el in (head.find("title") if head is not None else None,
                next(body.iter("h1"), None) if body is not None else None):
         if el is not None:
-            text = " ".join(_text_of(el).split())
+            text = " ".join(((el.text if len(el) == 0 else _text_of(el)) or "").split())
             if text:
                 return text[:300]
     return url or "(untitled)"
 
 
-def _message_page(url: str, message: str, title: str = "") -> RenderedPage:
+def _message_page(url: str, message: str, page_size: int, title: str = "") -> RenderedPage:
+    """A page whose text is a note about the page (empty, binary, unrenderable)."""
     title = title or url or "(untitled)"
     text = f"# {title}\n\n{message}"
-    return RenderedPage(url=url, title=title, text=text, links=(), pages=(text,), passages=())
+    pages = (text,) if len(text) <= page_size else tuple(_hard_split(text, page_size))
+    return RenderedPage(url=url, title=title, text=text, links=(), pages=pages, passages=())
 
 
 def _assemble(url: str, title: str, blocks: list[tuple[str, str]], links: tuple[Link, ...],
               page_size: int) -> RenderedPage:
     """Join blocks into the text (list items on adjacent lines) and cut pages and passages."""
     if not blocks:
-        return _message_page(url, "(This page has no readable text.)", title)
+        return _message_page(url, "(This page has no readable text.)", page_size, title)
     units = ["# " + title]
     seps = [""]
     previous = "h"
@@ -730,11 +825,13 @@ def _assemble(url: str, title: str, blocks: list[tuple[str, str]], links: tuple[
 
 
 def _cut_units(units: list[str], seps: list[str], limit: int) -> tuple[list[str], list[str]]:
+    """The leading units (with their separators) that fit in ``limit`` chars, the last one cut."""
     total = 0
     for i, unit in enumerate(units):
         total += len(unit) + len(seps[i])
         if total > limit:
-            return units[:i], seps[:i]
+            room = limit - (total - len(unit))
+            return units[:i] + [unit[: max(room, 0)]], seps[: i + 1]
     return units, seps
 
 
@@ -803,7 +900,8 @@ def _passages(blocks: list[tuple[str, str]]) -> tuple[str, ...]:
             close_group()
             heads.append(text)
             continue
-        if not (kind == group_kind and kind[:2] == "li" and group_len + len(text) <= PASSAGE_TARGET):
+        same_list = kind == group_kind and kind[:2] == "li"
+        if not (same_list and group_len + len(text) <= PASSAGE_TARGET):
             close_group()
         group.append(text)
         group_len += len(text) + 1

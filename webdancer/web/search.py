@@ -79,10 +79,7 @@ def format_results(query: str, hits: Sequence[SearchHit], *, note: str = "") -> 
     shown = _one_line(query)
     if not hits:
         reason = f" ({note})" if note else ""
-        return (
-            f"No results found for '{shown}'{reason}. "
-            "Try a shorter or more general query."
-        )
+        return f"No results found for '{shown}'{reason}. Try a shorter or more general query."
     entries = []
     for rank, hit in enumerate(hits, start=1):
         lines = [f"{rank}. [{_one_line(hit.title) or hit.url}]({hit.url})"]
@@ -118,7 +115,7 @@ def format_many(
 
 def search_and_format(backend: SearchBackend, queries: Sequence[str] | str, k: int = 10) -> str:
     """Run ``backend.search`` and format the results with its error notes, if any."""
-    batch = [queries] if isinstance(queries, str) else list(queries)
+    batch = _as_batch(queries)
     results = backend.search(batch, k)
     return format_many(batch, results, getattr(backend, "last_errors", None))
 
@@ -131,25 +128,15 @@ def _as_batch(queries: Sequence[str] | str) -> list[str]:
 # --------------------------------------------------------------------------- BM25
 
 
-def _query_analyzer() -> tantivy.TextAnalyzer:
-    """The exact pipeline of tantivy's built-in ``en_stem`` tokenizer, so query
-    tokens equal indexed terms."""
-    return (
+def _analyzer(stem: bool) -> tantivy.TextAnalyzer:
+    """Tantivy's built-in ``en_stem`` pipeline (``stem=True``), so query tokens
+    equal indexed terms; without the stemmer, the query's own lowercase words."""
+    builder = (
         tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
         .filter(tantivy.Filter.remove_long(40))
         .filter(tantivy.Filter.lowercase())
-        .filter(tantivy.Filter.stemmer("english"))
-        .build()
     )
-
-
-def _word_analyzer() -> tantivy.TextAnalyzer:
-    return (
-        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
-        .filter(tantivy.Filter.remove_long(40))
-        .filter(tantivy.Filter.lowercase())
-        .build()
-    )
+    return (builder.filter(tantivy.Filter.stemmer("english")) if stem else builder).build()
 
 
 def _schema() -> tantivy.Schema:
@@ -314,8 +301,8 @@ class BM25Search:
         self.last_errors: dict[str, str] = {}
         self.build_stats: BuildStats | None = None
         self._schema = index.schema
-        self._stem = _query_analyzer()
-        self._words = _word_analyzer()
+        self._stem = _analyzer(stem=True)
+        self._words = _analyzer(stem=False)
 
     # ---------------------------------------------------------------- building
 
@@ -360,9 +347,7 @@ class BM25Search:
         writer.wait_merging_threads()
         index.reload()
         search = cls(index, title_boost=title_boost, snippet_chars=snippet_chars)
-        search.build_stats = BuildStats(
-            len(seen), duplicates, skipped, time.perf_counter() - began
-        )
+        search.build_stats = BuildStats(len(seen), duplicates, skipped, time.perf_counter() - began)
         return search
 
     @classmethod
@@ -382,8 +367,14 @@ class BM25Search:
         is the slow part). Other keyword arguments go to ``build``.
         """
         pages = _progress(store.pages(), progress, total=len(store))
-        docs = _rendered_docs(pages, workers)
-        return cls.build(index_dir, docs, overwrite=overwrite, **kwargs)
+        if workers <= 1:
+            return cls.build(index_dir, _rendered_docs(pages), overwrite=overwrite, **kwargs)
+        import multiprocessing
+
+        # Fork before the index writer starts its threads; the children only render.
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            docs = _rendered_docs_parallel(pages, pool, batch=128 * workers)
+            return cls.build(index_dir, docs, overwrite=overwrite, **kwargs)
 
     @classmethod
     def open(cls, index_dir: str | Path, *, title_boost: float = 2.0, snippet_chars: int = 300) -> BM25Search:
@@ -392,6 +383,10 @@ class BM25Search:
         if not path.is_dir() or not tantivy.Index.exists(str(path)):
             raise FileNotFoundError(
                 f"No search index in {path}; build one with BM25Search.build_from_store(store, {str(path)!r})."
+            )
+        if not tantivy.Index.is_compatible(str(path)):
+            raise ValueError(
+                f"The search index in {path} was written by another tantivy version; rebuild it with build_from_store."
             )
         return cls(tantivy.Index.open(str(path)), title_boost=title_boost, snippet_chars=snippet_chars)
 
@@ -497,24 +492,25 @@ def _render_doc(page: Any) -> tuple[str, str, str] | None:
     return page.url, rendered.title or page.url, rendered.text
 
 
-def _rendered_docs(pages: Iterable[Any], workers: int) -> Iterator[tuple[str, str, str]]:
-    if workers <= 1:
-        for page in pages:
-            doc = _render_doc(page)
+def _rendered_docs(pages: Iterable[Any]) -> Iterator[tuple[str, str, str]]:
+    for page in pages:
+        doc = _render_doc(page)
+        if doc is not None:
+            yield doc
+
+
+def _rendered_docs_parallel(pages: Iterable[Any], pool: Any, batch: int) -> Iterator[tuple[str, str, str]]:
+    """Render in ``pool``, in order. One batch renders while the previous one is
+    indexed, so memory stays at two batches however large the store."""
+    iterator = iter(pages)
+    pending = pool.map_async(_render_doc, list(islice(iterator, batch)), chunksize=16)
+    while pending is not None:
+        upcoming = list(islice(iterator, batch))
+        following = pool.map_async(_render_doc, upcoming, chunksize=16) if upcoming else None
+        for doc in pending.get():
             if doc is not None:
                 yield doc
-        return
-    import multiprocessing
-
-    # spawn, not fork: the tantivy writer's threads are already running.
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
-        # Bounded batches keep memory flat on large stores.
-        iterator = iter(pages)
-        while batch := list(islice(iterator, 256 * workers)):
-            for doc in pool.map(_render_doc, batch, chunksize=32):
-                if doc is not None:
-                    yield doc
+        pending = following
 
 
 # --------------------------------------------------------------------------- Serper

@@ -28,7 +28,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from webdancer.web import synthetic_hubs as hubs
 from webdancer.web.synthetic_graph import (
+    DEFAULT_BASE_URL,
     PRESENT_YEAR,
     Entity,
     KnowledgeGraph,
@@ -36,6 +38,7 @@ from webdancer.web.synthetic_graph import (
     find_path,
     generate_graph,
     iter_edges,
+    path_urls,
     walk,
 )
 from webdancer.web.synthetic_html import SITE_NAME, PageRenderer
@@ -59,10 +62,9 @@ __all__ = [
     "PRESENT_YEAR", "RELATIONS", "RELATION_BY_NAME", "SITE_NAME", "TYPES", "AttrSpec", "Entity",
     "KnowledgeGraph", "RelationSpec", "Step", "SyntheticSite", "TypeSpec", "describe",
     "fact_sentence", "find_path", "format_value", "generate_graph", "generate_site", "iter_edges",
-    "iter_pages", "plan_counts", "walk", "write_site",
+    "iter_pages", "path_urls", "plan_counts", "walk", "write_site",
 ]
 
-DEFAULT_BASE_URL = "https://synthwiki.example"
 PAGE_CONTENT_TYPE = "text/html; charset=utf-8"
 PER_INDEX_PAGE = 100
 HUB_PAGES = 3 + len(TYPES) + sum(len(values) for _, values in CATEGORY_ATTRS.values())
@@ -88,7 +90,8 @@ def _split(n_entities: int) -> dict[str, int]:
 
 
 def _total(counts: dict[str, int]) -> int:
-    return sum(counts.values()) + sum(math.ceil(c / PER_INDEX_PAGE) for c in counts.values()) + HUB_PAGES
+    index = sum(math.ceil(c / PER_INDEX_PAGE) for c in counts.values())
+    return sum(counts.values()) + index + HUB_PAGES
 
 
 def _feasible(counts: dict[str, int]) -> bool:
@@ -126,6 +129,11 @@ def plan_counts(n_pages: int) -> dict[str, int]:
 # ---------------------------------------------------------------- the site
 
 
+IndexPages = dict[str, list[list[str]]]  # type -> pages -> entity ids, alphabetical
+Categories = dict[tuple[str, str], list[str]]  # (attribute, value) -> entity ids, alphabetical
+Routes = dict[str, tuple[str, ...]]  # url -> what renders it
+
+
 class LazyPages(Mapping[str, str]):
     """URL -> HTML, rendered on access; iteration yields URLs in site order."""
 
@@ -154,9 +162,9 @@ class SyntheticSite:
     graph: KnowledgeGraph
     base_url: str
     seed: int
-    index_pages: dict[str, list[list[str]]]
-    categories: dict[tuple[str, str], list[str]]
-    routes: dict[str, tuple[str, ...]]
+    index_pages: IndexPages
+    categories: Categories
+    routes: Routes
     _renderer: PageRenderer | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -180,40 +188,45 @@ class SyntheticSite:
     def _render(self, url: str, route: tuple[str, ...]) -> str:
         r = self._renderer
         if r is None:
-            r = self._renderer = PageRenderer(self.graph, self.base_url, self.seed, self.index_pages, self.categories)
+            r = PageRenderer(
+                self.graph, self.base_url, self.seed, self.index_pages, self.categories
+            )
+            self._renderer = r
         kind = route[0]
         if kind == "entity":
             return r.entity_page(self.graph.entities[route[1]])
         if kind == "index":
-            return r.index_page(url, route[1], int(route[2]))
+            return hubs.index_page(r, url, route[1], int(route[2]))
         if kind == "category":
-            return r.category_page(url, route[1], route[2])
+            return hubs.category_page(r, url, route[1], route[2])
         if kind == "landing":
-            return r.landing_page(url, route[1])
+            return hubs.landing_page(r, url, route[1])
         if kind == "home":
-            return r.home_page(url)
+            return hubs.home_page(r, url)
         if kind == "about":
-            return r.about_page(url)
-        return r.categories_page(url)
+            return hubs.about_page(r, url)
+        return hubs.categories_page(r, url)
 
 
-def _layout(graph: KnowledgeGraph, base: str) -> tuple[dict[str, list[list[str]]], dict[tuple[str, str], list[str]], dict[str, tuple[str, ...]]]:
+def _layout(graph: KnowledgeGraph, base: str) -> tuple[IndexPages, Categories, Routes]:
     alphabetical = sorted(graph.entities.values(), key=lambda e: (e.name.casefold(), e.name))
     by_type: dict[str, list[Entity]] = {t.name: [] for t in TYPES}
     for e in alphabetical:
         by_type[e.type].append(e)
     index_pages = {
-        t: [[e.id for e in ents[i : i + PER_INDEX_PAGE]] for i in range(0, len(ents), PER_INDEX_PAGE)]
+        t: [[e.id for e in ents[i : i + PER_INDEX_PAGE]]
+            for i in range(0, len(ents), PER_INDEX_PAGE)]
         for t, ents in by_type.items()
     }
-    categories: dict[tuple[str, str], list[str]] = {}
+    categories: Categories = {}
     for t, (attr, values) in CATEGORY_ATTRS.items():
         for v in values:
             categories[(attr, v)] = []
         for e in by_type[t]:
             categories[(attr, str(e.attributes[attr]))].append(e.id)
-    routes: dict[str, tuple[str, ...]] = {f"{base}/": ("home",), f"{base}/about": ("about",),
-                                          f"{base}/categories": ("categories",)}
+    routes: Routes = {
+        f"{base}/": ("home",), f"{base}/about": ("about",), f"{base}/categories": ("categories",)
+    }
     for t in TYPES:
         routes[f"{base}/index/{t.name}"] = ("landing", t.name)
         for n in range(1, len(index_pages[t.name]) + 1):

@@ -10,13 +10,13 @@ years older than the student, and so on.
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from webdancer.web import synthetic_names as names
@@ -24,18 +24,19 @@ from webdancer.web.synthetic_names import pick, randint, shuffle
 from webdancer.web.synthetic_schema import (
     CLIMATES,
     CONSERVATION,
+    EVENT_KINDS,
     HABITATS,
     INDUSTRIES,
     MEDIA,
     OCCUPATIONS,
     RELATION_BY_NAME,
     TAXON_GROUPS,
-    EVENT_KINDS,
     TYPE_BY_NAME,
     TYPES,
 )
 
-PRESENT_YEAR = 2024
+PRESENT_YEAR = 2024  # no date in the world is later
+DEFAULT_BASE_URL = "https://synthwiki.example"
 GRAPH_FORMAT = "webdancer-synthetic-graph"
 
 Step = tuple[str, str]  # (relation, entity id)
@@ -70,9 +71,12 @@ class KnowledgeGraph:
     entities: dict[str, Entity]
     seed: int = 0
     base_url: str = ""
+    # Lookup tables, built on first use.
     _by_name: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
     _by_url: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _incoming: dict[str, list[Step]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _incoming: dict[str, list[Step]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __len__(self) -> int:
         return len(self.entities)
@@ -103,12 +107,15 @@ class KnowledgeGraph:
 
     def of_type(self, type_name: str) -> list[Entity]:
         if type_name not in TYPE_BY_NAME:
-            raise KeyError(f"unknown entity type {type_name!r}; valid ones are {sorted(TYPE_BY_NAME)}.")
+            raise KeyError(
+                f"unknown entity type {type_name!r}; valid ones are {sorted(TYPE_BY_NAME)}."
+            )
         return [e for e in self.entities.values() if e.type == type_name]
 
     def neighbors(self, entity_id: str) -> list[Step]:
         """Outgoing edges as (relation, target id), in the entity's relation order."""
-        return [(rel, t) for rel, targets in self.entity(entity_id).relations.items() for t in targets]
+        relations = self.entity(entity_id).relations
+        return [(rel, t) for rel, targets in relations.items() for t in targets]
 
     def incoming(self, entity_id: str) -> list[Step]:
         """Incoming edges as (relation, source id), sources in generation order."""
@@ -124,7 +131,9 @@ class KnowledgeGraph:
 
     def to_json(self, path: str | Path) -> None:
         """Write the graph as JSON, one entity per line; the same graph gives the same bytes."""
-        header = json.dumps({"format": GRAPH_FORMAT, "version": 1, "seed": self.seed, "base_url": self.base_url})
+        header = json.dumps(
+            {"format": GRAPH_FORMAT, "version": 1, "seed": self.seed, "base_url": self.base_url}
+        )
         lines = [json.dumps(e.to_dict(), separators=(",", ":")) for e in self.entities.values()]
         text = header[:-1] + ',"entities":[\n' + ",\n".join(lines) + "\n]}\n"
         Path(path).write_text(text, encoding="utf-8")
@@ -133,10 +142,14 @@ class KnowledgeGraph:
     def from_json(cls, path: str | Path) -> KnowledgeGraph:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"graph file {path} does not exist; write one with graph.to_json(path).")
+            raise FileNotFoundError(
+                f"graph file {path} does not exist; write one with graph.to_json(path)."
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict) or data.get("format") != GRAPH_FORMAT:
-            raise ValueError(f"{path} is not a synthetic knowledge graph; write one with graph.to_json(path).")
+            raise ValueError(
+                f"{path} is not a synthetic knowledge graph; write one with graph.to_json(path)."
+            )
         entities = {d["id"]: Entity(**d) for d in data["entities"]}
         return cls(entities, seed=int(data.get("seed", 0)), base_url=str(data.get("base_url", "")))
 
@@ -147,6 +160,9 @@ def _edges(graph: KnowledgeGraph, entity_id: str, allowed: Collection[str] | Non
 
 
 def _allowed(relations: Collection[str] | None, functional_only: bool) -> Collection[str] | None:
+    unknown = sorted(set(relations or ()) - set(RELATION_BY_NAME))
+    if unknown:
+        raise KeyError(f"unknown relations {unknown}; valid ones are {sorted(RELATION_BY_NAME)}.")
     if not functional_only:
         return relations
     names_ = relations if relations is not None else RELATION_BY_NAME
@@ -207,6 +223,7 @@ def find_path(
     """A shortest path of outgoing edges from ``source_id`` to ``target_id`` (BFS), or None."""
     graph.entity(source_id)
     graph.entity(target_id)
+    relations = _allowed(relations, False)
     if source_id == target_id:
         return []
     parent: dict[str, tuple[str, str] | None] = {source_id: None}
@@ -227,6 +244,12 @@ def find_path(
     return None
 
 
+def path_urls(graph: KnowledgeGraph, start_id: str, path: list[Step]) -> list[str]:
+    """Page URLs along a path from ``walk`` or ``find_path``, the start's page first:
+    the pages an agent visits to follow it."""
+    return [graph.entity(start_id).url] + [graph.entity(t).url for _, t in path]
+
+
 def _unwind(parent: dict[str, tuple[str, str] | None], node: str) -> list[Step]:
     out: list[Step] = []
     while (link := parent[node]) is not None:
@@ -242,10 +265,13 @@ def _log_uniform(rng: random.Random, lo: int, hi: int) -> int:
     return int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def _randrange(rng: random.Random, lo: int, hi: int | None = None) -> int:
-    if hi is None:
-        lo, hi = 0, lo
+def _randrange(rng: random.Random, lo: int, hi: int) -> int:
+    """A uniform integer in ``[lo, hi)``."""
     return lo + int(rng.random() * (hi - lo))
+
+
+def _int(e: Entity, key: str) -> int:
+    return int(e.attributes[key])
 
 
 def _after(rng: random.Random, year: int, lo: int, hi: int) -> int:
@@ -293,7 +319,7 @@ class _Builder:
                 "height_cm": max(148, min(206, int(rng.gauss(172, 10)))),
                 "awards_won": randint(rng, 0, 3) if rng.random() < 0.7 else randint(rng, 4, 12),
             }
-            self.add("person", self.name(functools.partial(names.person_name, rng), "person"), attrs)
+            self.add("person", self.name(partial(names.person_name, rng), "person"), attrs)
 
     def places(self) -> None:
         rng = self.rng
@@ -304,18 +330,18 @@ class _Builder:
                 "area_km2": _log_uniform(rng, 5, 2500),
                 "elevation_m": randint(rng, 0, 3200),
             }
-            self.add("city", self.name(functools.partial(names.city_name, rng), "city"), attrs)
+            self.add("city", self.name(partial(names.city_name, rng), "city"), attrs)
         for climate in _spread(rng, CLIMATES, self.counts["region"]):
             attrs = {"established_year": randint(rng, 600, 1650), "population": 0,
                      "area_km2": _log_uniform(rng, 500, 90_000), "climate": climate}
-            self.add("region", self.name(functools.partial(names.region_name, rng), "region"), attrs)
+            self.add("region", self.name(partial(names.region_name, rng), "region"), attrs)
 
     def organizations(self) -> None:
         rng = self.rng
         for industry in _spread(rng, INDUSTRIES, self.counts["organization"]):
             attrs: dict[str, str | int] = {"founded_year": 0, "industry": industry,
                                            "employee_count": _log_uniform(rng, 5, 250_000)}
-            make = functools.partial(names.organization_name, rng, industry)
+            make = partial(names.organization_name, rng, industry)
             self.add("organization", self.name(make, "organization"), attrs)
 
     def species_events_works(self) -> None:
@@ -323,17 +349,19 @@ class _Builder:
         for group in _spread(rng, TAXON_GROUPS, self.counts["species"]):
             attrs: dict[str, str | int] = {
                 "taxon_group": group, "habitat": pick(rng, HABITATS),
-                "lifespan_years": _log_uniform(rng, 1, 180), "mass_g": _log_uniform(rng, 1, 900_000),
+                "lifespan_years": _log_uniform(rng, 1, 180),
+                "mass_g": _log_uniform(rng, 1, 900_000),
                 "discovered_year": 0, "conservation_status": pick(rng, CONSERVATION),
             }
-            self.add("species", self.name(functools.partial(names.species_name, rng, group), "species"), attrs)
+            make = partial(names.species_name, rng, group)
+            self.add("species", self.name(make, "species"), attrs)
         for kind in _spread(rng, EVENT_KINDS, self.counts["event"]):
             attrs = {"event_kind": kind, "year": 0, "attendance": _log_uniform(rng, 40, 500_000),
                      "duration_days": randint(rng, 1, 14)}
-            self.add("event", self.name(functools.partial(names.event_name, rng, kind), "event"), attrs)
+            self.add("event", self.name(partial(names.event_name, rng, kind), "event"), attrs)
         for medium in _spread(rng, MEDIA, self.counts["work"]):
             attrs = {"medium": medium, "year": 0, "awards_won": randint(rng, 0, 9)}
-            self.add("work", self.name(functools.partial(names.work_title, rng), "work"), attrs)
+            self.add("work", self.name(partial(names.work_title, rng), "work"), attrs)
 
     def link_places(self) -> None:
         rng, cities, regions = self.rng, self.by_type["city"], self.by_type["region"]
@@ -341,10 +369,11 @@ class _Builder:
             # The first cities seed one region each, so every region has a capital inside it.
             region = regions[i] if i < len(regions) else pick(rng, regions)
             city.relations["located_in"] = [region.id]
-            region.attributes["population"] = int(region.attributes["population"]) + int(city.attributes["population"])
+            region.attributes["population"] = _int(region, "population") + _int(city, "population")
         for i, region in enumerate(regions):
             region.relations["capital"] = [cities[i].id]
-            region.attributes["population"] = int(region.attributes["population"]) + randint(rng, 5_000, 900_000)
+            rural = randint(rng, 5_000, 900_000)
+            region.attributes["population"] = _int(region, "population") + rural
         self._borders(regions)
         order = list(range(len(cities)))
         shuffle(rng, order)
@@ -396,7 +425,9 @@ class _Builder:
             if pool and rng.random() < 0.4:
                 city.relations["mayor"] = [pool.pop().id]
 
-    def _pick_born_between(self, by_age: list[Entity], years: list[int], lo: int, hi: int) -> Entity | None:
+    def _pick_born_between(
+        self, by_age: list[Entity], years: list[int], lo: int, hi: int
+    ) -> Entity | None:
         i, j = bisect.bisect_left(years, lo), bisect.bisect_right(years, hi)
         return by_age[_randrange(self.rng, i, j)] if i < j else None
 
@@ -415,14 +446,15 @@ class _Builder:
         for o in orgs:
             older = bisect.bisect_left(years, int(o.attributes["founded_year"]))
             if older and rng.random() < 0.3:
-                o.relations["parent_organization"] = [by_age[_randrange(rng, older)].id]
+                o.relations["parent_organization"] = [by_age[_randrange(rng, 0, older)].id]
 
     def link_rest(self) -> None:
         rng, people, orgs = self.rng, self.by_type["person"], self.by_type["organization"]
-        regions, cities, species = self.by_type["region"], self.by_type["city"], self.by_type["species"]
+        regions, cities = self.by_type["region"], self.by_type["city"]
+        species = self.by_type["species"]
         for s in species:
             finder = pick(rng, people)
-            s.attributes["discovered_year"] = _after(rng, int(finder.attributes["birth_year"]), 20, 70)
+            s.attributes["discovered_year"] = _after(rng, _int(finder, "birth_year"), 20, 70)
             s.relations["native_to"] = [pick(rng, regions).id]
             s.relations["discovered_by"] = [finder.id]
             if s.attributes["taxon_group"] not in ("fern", "orchid") and rng.random() < 0.4:
@@ -444,8 +476,12 @@ class _Builder:
 
     def _link_works(self, people: list[Entity], orgs: list[Entity], cities: list[Entity]) -> None:
         rng = self.rng
-        house = {"film": "broadcasting", "play": "theatre", "opera": "theatre", "symphony": "theatre"}
-        pools = {ind: [o for o in orgs if o.attributes["industry"] == ind] for ind in ("publishing", "broadcasting", "theatre")}
+        house = {"film": "broadcasting", "play": "theatre", "opera": "theatre",
+                 "symphony": "theatre"}
+        pools = {
+            ind: [o for o in orgs if o.attributes["industry"] == ind]
+            for ind in ("publishing", "broadcasting", "theatre")
+        }
         for w in self.by_type["work"]:
             creator = pick(rng, people)
             w.attributes["year"] = _after(rng, int(creator.attributes["birth_year"]), 18, 75)
@@ -456,7 +492,9 @@ class _Builder:
                 w.relations["set_in"] = [pick(rng, cities).id]
 
 
-def generate_graph(counts: dict[str, int], seed: int = 0, base_url: str = "https://synthwiki.example") -> KnowledgeGraph:
+def generate_graph(
+    counts: dict[str, int], seed: int = 0, base_url: str = DEFAULT_BASE_URL
+) -> KnowledgeGraph:
     """A knowledge graph with ``counts[type]`` entities of each type (see ``TYPES``).
 
     Needs at least 3 regions and one entity per category value of each type; the
@@ -464,7 +502,9 @@ def generate_graph(counts: dict[str, int], seed: int = 0, base_url: str = "https
     """
     missing = [t.name for t in TYPES if t.name not in counts]
     if missing:
-        raise ValueError(f"counts lacks the entity types {missing}; give a count for every type in TYPES.")
+        raise ValueError(
+            f"counts lacks the entity types {missing}; give a count for every type in TYPES."
+        )
     if counts["region"] < 3 or counts["city"] < counts["region"]:
         raise ValueError("counts needs at least 3 regions and at least as many cities as regions.")
     b = _Builder(counts, seed, base_url)

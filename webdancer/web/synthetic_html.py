@@ -1,4 +1,4 @@
-"""HTML of the synthetic encyclopedia: entity articles, index pages and hubs.
+"""HTML of the synthetic encyclopedia: the page shell and entity articles.
 
 Pages are assembled from f-strings and precomputed link snippets (no DOM library),
 because a 100k-page site must render at well over 10k pages/s. Every choice that
@@ -20,39 +20,53 @@ from webdancer.web.synthetic_schema import (
     ATTRIBUTES,
     CATEGORY_ATTRS,
     RELATION_BY_NAME,
-    TYPE_BY_NAME,
     TYPES,
     AttrSpec,
     RelationSpec,
+    TypeSpec,
     format_value,
     with_article,
 )
 
 SITE_NAME = "SynthWiki"
-CATEGORY_LIST_LIMIT = 200  # members listed on one category page
 INCOMING_LIMIT = 8  # links per incoming relation on an article
 
-# Article sections per type: (heading, facts stated there), facts named by attribute or relation.
+# Article sections per type: (heading, facts stated there), a fact named by attribute or relation.
 SECTIONS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "person": (("Early life", ("birth_year", "born_in", "height_cm")),
-               ("Career", ("occupation", "works_for", "educated_at", "mentor", "awards_won"))),
-    "city": (("Geography", ("located_in", "area_km2", "elevation_m")),
-             ("History", ("founded_year", "twinned_with", "mayor")), ("Demographics", ("population",))),
-    "region": (("Geography", ("area_km2", "climate", "borders")),
-               ("Administration", ("established_year", "capital", "population"))),
-    "organization": (("History", ("founded_year", "founded_by", "parent_organization")),
-                     ("Operations", ("industry", "headquartered_in", "employee_count"))),
-    "species": (("Description", ("taxon_group", "mass_g", "lifespan_years")),
-                ("Distribution and ecology", ("native_to", "habitat", "preys_on", "conservation_status")),
-                ("Discovery", ("discovered_by", "discovered_year"))),
-    "event": (("Overview", ("event_kind", "year", "held_in", "duration_days")),
-              ("Organization", ("organized_by", "keynote_speaker", "attendance"))),
-    "work": (("Background", ("created_by", "year", "medium")),
-             ("Publication and reception", ("published_by", "set_in", "awards_won"))),
+    "person": (
+        ("Early life", ("birth_year", "born_in", "height_cm")),
+        ("Career", ("occupation", "works_for", "educated_at", "mentor", "awards_won")),
+    ),
+    "city": (
+        ("Geography", ("located_in", "area_km2", "elevation_m")),
+        ("History", ("founded_year", "twinned_with", "mayor")),
+        ("Demographics", ("population",)),
+    ),
+    "region": (
+        ("Geography", ("area_km2", "climate", "borders")),
+        ("Administration", ("established_year", "capital", "population")),
+    ),
+    "organization": (
+        ("History", ("founded_year", "founded_by", "parent_organization")),
+        ("Operations", ("industry", "headquartered_in", "employee_count")),
+    ),
+    "species": (
+        ("Description", ("taxon_group", "mass_g", "lifespan_years")),
+        ("Distribution and ecology", ("native_to", "habitat", "preys_on", "conservation_status")),
+        ("Discovery", ("discovered_by", "discovered_year")),
+    ),
+    "event": (
+        ("Overview", ("event_kind", "year", "held_in", "duration_days")),
+        ("Organization", ("organized_by", "keynote_speaker", "attendance")),
+    ),
+    "work": (
+        ("Background", ("created_by", "year", "medium")),
+        ("Publication and reception", ("published_by", "set_in", "awards_won")),
+    ),
 }
 
-# Opening sentence per type; {n} is the bold name, other keys are attributes, "a_" + attribute
-# is the value with an article, and a relation name is its first target's link.
+# Opening sentence per type: {n} is the bold name, an attribute name its value, "a_" + an
+# attribute the value with an article, and a relation name the link to its first target.
 LEADS: dict[str, str] = {
     "person": "{n} is {a_occupation} born in {born_in}.",
     "city": "{n} is a city in {located_in}.",
@@ -77,16 +91,20 @@ FILLER: tuple[str, ...] = (
     "Few images of {s} from that period survive.",
     "The name {s} is occasionally misspelled in older documents.",
 )
-SHORT_REF = {"city": "the city", "region": "the region", "organization": "the organization",
-             "species": "the species", "event": "the event", "work": "the work"}
-PROGRAMME = ("Opening ceremony", "Workshops", "Exhibitions", "Parade", "Lectures", "Competitions",
-             "Concerts", "Closing ceremony")
+SHORT_REF = {
+    "city": "the city", "region": "the region", "organization": "the organization",
+    "species": "the species", "event": "the event", "work": "the work",
+}
+PROGRAMME = (
+    "Opening ceremony", "Workshops", "Exhibitions", "Parade", "Lectures", "Competitions",
+    "Concerts", "Closing ceremony",
+)
 COOKIE_BANNER = (
-    '<div id="cookie-banner" class="cookie-banner" role="dialog"><p>We use cookies to remember your '
-    'preferences and to count visits. By continuing to browse you agree to this.</p>'
+    '<div id="cookie-banner" class="cookie-banner" role="dialog"><p>We use cookies to remember '
+    "your preferences and to count visits. By continuing to browse you agree to this.</p>"
     '<button type="button">Accept</button> <button type="button">Decline</button></div>'
 )
-
+WITH_TABLES = ("city", "organization", "event", "species")
 
 _Fact = tuple[AttrSpec | None, RelationSpec | None, str]
 
@@ -101,9 +119,7 @@ class _TypeKit:
     sections: tuple[tuple[str, list[_Fact]], ...]  # heading html, facts
     crumbs: str
     category_attr: str
-    catlinks: dict[str, str]  # category value -> catlinks html ("" when the type has none)
-    short: str
-    table: bool
+    catlinks: dict[str, str]  # category value ("" when the type has none) -> html
 
 
 def mix(x: int) -> int:
@@ -129,11 +145,25 @@ def short_description(e: Entity) -> str:
     return f"{a['medium']}, {a['year']}"
 
 
-class PageRenderer:
-    """Renders every page kind of one site; holds the precomputed link snippets."""
+def _row(label: str) -> str:
+    return f'<tr><th scope="row">{label}</th><td>'
 
-    def __init__(self, graph: KnowledgeGraph, base_url: str, seed: int,
-                 index_pages: dict[str, list[list[str]]], categories: dict[tuple[str, str], list[str]]) -> None:
+
+class PageRenderer:
+    """Renders the pages of one site; holds the precomputed link snippets.
+
+    ``index_pages``: type -> pages -> entity ids; ``categories``: (attribute, value) ->
+    entity ids. Hub pages (home, indexes, categories) are in ``synthetic_hubs``.
+    """
+
+    def __init__(
+        self,
+        graph: KnowledgeGraph,
+        base_url: str,
+        seed: int,
+        index_pages: dict[str, list[list[str]]],
+        categories: dict[tuple[str, str], list[str]],
+    ) -> None:
         self.graph = graph
         self.seed = seed
         self.base = base_url.rstrip("/")
@@ -141,14 +171,19 @@ class PageRenderer:
         cut = len(self.base) - len(self.prefix)
         self.index_pages = index_pages
         self.categories = categories
-        self.link = {i: f'<a href="{e.url[cut:]}" title="{e.name}">{e.name}</a>' for i, e in graph.entities.items()}
-        self.pos = {i: k for k, i in enumerate(graph.entities)}
-        self.page_of = {i: n for ids in index_pages.values() for n, page in enumerate(ids, 1) for i in page}
-        self.ids_of = {t.name: [i for i in graph.entities if graph.entities[i].type == t.name] for t in TYPES}
+        ents = graph.entities
+        self.link = {
+            i: f'<a href="{e.url[cut:]}" title="{e.name}">{e.name}</a>' for i, e in ents.items()
+        }
+        self.pos = {i: k for k, i in enumerate(ents)}
+        self.page_of = {
+            i: n for pages in index_pages.values() for n, page in enumerate(pages, 1) for i in page
+        }
+        self.ids_of = {t.name: [i for i, e in ents.items() if e.type == t.name] for t in TYPES}
+        self.rel_row = {r.name: _row(r.label) for r in RELATION_BY_NAME.values()}
         self.header = self._header()
         self.footer = self._footer()
-        self.rel_row = {r.name: f'<tr><th scope="row">{r.label}</th><td>' for r in RELATION_BY_NAME.values()}
-        self.kits = self._kits()
+        self.kits = {t.name: self._kit(t) for t in TYPES}
 
     # ------------------------------------------------------------ shell
 
@@ -156,37 +191,45 @@ class PageRenderer:
         return self.prefix + path
 
     def _header(self) -> str:
-        nav = "".join(f'<li><a href="{self.href("/index/" + t.name)}">{t.plural}</a></li>' for t in TYPES)
+        nav = "".join(
+            f'<li><a href="{self.href("/index/" + t.name)}">{t.plural}</a></li>' for t in TYPES
+        )
         return (
             f'<header class="site-header"><a class="logo" href="{self.href("/")}">{SITE_NAME}</a>'
             f'<nav class="main-nav"><ul><li><a href="{self.href("/")}">Main page</a></li>{nav}'
             f'<li><a href="{self.href("/categories")}">Categories</a></li></ul></nav>'
             f'<form class="search" action="{self.href("/search")}" method="get">'
-            f'<input type="search" name="q" placeholder="Search {SITE_NAME}"><button>Search</button></form></header>'
+            f'<input type="search" name="q" placeholder="Search {SITE_NAME}">'
+            "<button>Search</button></form></header>"
         )
 
     def _footer(self) -> str:
         return (
-            f'<footer class="site-footer"><p>All text on {SITE_NAME} describes a fictional world and is '
-            "available under a free licence; additional terms may apply.</p>"
+            f'<footer class="site-footer"><p>All text on {SITE_NAME} describes a fictional world '
+            "and is available under a free licence; additional terms may apply.</p>"
             f'<ul><li><a href="{self.href("/about")}">About {SITE_NAME}</a></li>'
             f'<li><a href="{self.href("/categories")}">All categories</a></li>'
             f'<li><a href="{self.href("/")}">Main page</a></li></ul>'
-            f"<p>This page is part of a generated encyclopedia; its contents never change.</p></footer>"
+            "<p>This page is part of a generated encyclopedia; its contents never change.</p>"
+            "</footer>"
         )
 
     def shell(self, title: str, url: str, crumbs: str, body: str, description: str = "") -> str:
+        """A whole HTML document around ``body``."""
         return (
-            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title} - {SITE_NAME}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<meta name="description" content="{description or title}"><link rel="canonical" href="{url}">'
-            f'<link rel="stylesheet" href="{self.href("/static/wiki.css")}"></head>\n<body>{COOKIE_BANNER}'
-            f'{self.header}\n<main id="content"><nav class="breadcrumb" aria-label="Breadcrumb">{crumbs}</nav>\n'
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{title} - {SITE_NAME}</title>"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="description" content="{description or title}">'
+            f'<link rel="canonical" href="{url}">'
+            f'<link rel="stylesheet" href="{self.prefix}/static/wiki.css"></head>\n'
+            f"<body>{COOKIE_BANNER}{self.header}\n"
+            f'<main id="content"><nav class="breadcrumb" aria-label="Breadcrumb">{crumbs}</nav>\n'
             f"{body}\n</main>\n{self.footer}</body></html>\n"
         )
 
     def crumbs(self, *parts: tuple[str, str]) -> str:
-        """Breadcrumb trail; the last part is the current page and is not a link."""
+        """Breadcrumb trail of (text, path); the last part is the current page, not a link."""
         items = [f'<a href="{self.href("/")}">Main page</a>']
         items += [f'<a href="{self.href(path)}">{text}</a>' for text, path in parts[:-1]]
         items.append(f'<span aria-current="page">{parts[-1][0]}</span>')
@@ -194,33 +237,34 @@ class PageRenderer:
 
     # ------------------------------------------------------------ articles
 
-    def _kits(self) -> dict[str, _TypeKit]:
-        kits = {}
-        for t in TYPES:
-            lead_keys = [f for _, f, _, _ in string.Formatter().parse(LEADS[t.name]) if f]
-            sections = []
-            for heading, facts in SECTIONS[t.name]:
-                compiled = [(ATTR_BY_NAME.get((t.name, f)), RELATION_BY_NAME.get(f), f) for f in facts]
-                sections.append((f"<h2>{heading}</h2><p>", compiled))
-            cat = CATEGORY_ATTRS.get(t.name)
-            index = f'<a href="{self.href("/index/" + t.name)}">{t.plural}</a>'
-            catlinks = {"": f'<div class="catlinks">Categories: {index}</div>'}
-            if cat is not None:
-                label = ATTR_BY_NAME[(t.name, cat[0])].label
-                for v in cat[1]:
-                    path = self.href(f"/category/{cat[0]}/{slugify(v)}")
-                    catlinks[v] = f'<div class="catlinks">Categories: {index} | <a href="{path}">{label}: {v}</a></div>'
-            kits[t.name] = _TypeKit(
-                attrs=tuple((a, f'<tr><th scope="row">{a.label}</th><td>') for a in ATTRIBUTES[t.name]),
-                lead=LEADS[t.name], lead_keys=tuple(lead_keys), sections=tuple(sections),
-                crumbs=(f'<a href="{self.href("/")}">Main page</a> &rsaquo; '
-                        f'<a href="{self.href("/index/" + t.name)}">{t.plural}</a> &rsaquo; '),
-                category_attr=cat[0] if cat else "", catlinks=catlinks,
-                short=SHORT_REF.get(t.name, ""), table=t.name in ("city", "organization", "event", "species"),
-            )
-        return kits
+    def _kit(self, t: TypeSpec) -> _TypeKit:
+        sections = []
+        for heading, facts in SECTIONS[t.name]:
+            compiled = [(ATTR_BY_NAME.get((t.name, f)), RELATION_BY_NAME.get(f), f) for f in facts]
+            sections.append((f"<h2>{heading}</h2><p>", compiled))
+        cat = CATEGORY_ATTRS.get(t.name)
+        index = f'<a href="{self.href("/index/" + t.name)}">{t.plural}</a>'
+        catlinks = {"": f'<div class="catlinks">Categories: {index}</div>'}
+        if cat is not None:
+            label = ATTR_BY_NAME[(t.name, cat[0])].label
+            for v in cat[1]:
+                path = self.href(f"/category/{cat[0]}/{slugify(v)}")
+                catlinks[v] = (f'<div class="catlinks">Categories: {index} | '
+                               f'<a href="{path}">{label}: {v}</a></div>')
+        return _TypeKit(
+            attrs=tuple((a, _row(a.label)) for a in ATTRIBUTES[t.name]),
+            lead=LEADS[t.name],
+            lead_keys=tuple(f for _, f, _, _ in string.Formatter().parse(LEADS[t.name]) if f),
+            sections=tuple(sections),
+            crumbs=(f'<a href="{self.href("/")}">Main page</a> &rsaquo; '
+                    f'<a href="{self.href("/index/" + t.name)}">{t.plural}</a> &rsaquo; '),
+            category_attr=cat[0] if cat else "",
+            catlinks=catlinks,
+        )
 
     def entity_page(self, e: Entity) -> str:
+        """The article about ``e``: infobox, lead, one section per fact group, related
+        entries, see also, categories."""
         kit = self.kits[e.type]
         name, rels, link = e.name, e.relations, self.link
         h = mix(self.pos[e.id] * 0x9E3779B1 + self.seed)
@@ -232,38 +276,45 @@ class PageRenderer:
             rows.append(row + v + "</td></tr>")
         for rel, targets in rels.items():
             rows.append(self.rel_row[rel] + ", ".join([link[t] for t in targets]) + "</td></tr>")
-        keys = {}
-        for k in kit.lead_keys:
-            if k == "n":
-                keys[k] = f"<b>{name}</b>"
-            elif k in rels:
-                keys[k] = link[rels[k][0]]
-            else:
-                keys[k] = with_article(values[k[2:]]) if k.startswith("a_") else values[k]
         parts = [
             f'<article class="entity entity-{e.type}"><h1 id="firstHeading">{name}</h1>'
             f'<p class="tagline">From {SITE_NAME}, the fictional encyclopedia</p>'
-            f'<table class="infobox"><caption>{name}</caption><tbody>{"".join(rows)}</tbody></table>'
-            f"<p>{kit.lead.format_map(keys)} {FILLER[h % len(FILLER)].format(s=name)}</p>"
+            f'<table class="infobox"><caption>{name}</caption>'
+            f'<tbody>{"".join(rows)}</tbody></table>'
+            f"<p>{self._lead(e, kit, values)} {FILLER[h % len(FILLER)].format(s=name)}</p>"
         ]
-        short = name.rsplit(" ", 1)[-1] if e.type == "person" else kit.short
+        short = name.rsplit(" ", 1)[-1] if e.type == "person" else SHORT_REF[e.type]
         for k, (heading, facts) in enumerate(kit.sections):
             sentences = self._facts(e, facts, values, h >> k, short)
             # Offsets 1..8 from the lead's filler: no filler sentence repeats on a page.
             sentences.append(FILLER[(h + 1 + k + h2 % 5) % len(FILLER)].format(s=name))
             parts.append(heading + " ".join(sentences) + "</p>")
-        if kit.table and h2 % 8 < 3:
+        if h2 % 8 < 3 and e.type in WITH_TABLES:
             parts.append(self._table(e, h2))
         parts.append(self._incoming(e))
         parts.append(self._see_also(e, h))
-        parts.append(kit.catlinks[str(e.attributes[kit.category_attr]) if kit.category_attr else ""])
+        category = str(e.attributes[kit.category_attr]) if kit.category_attr else ""
+        parts.append(kit.catlinks[category])
         parts.append("</article>")
         page_no = self.page_of[e.id]
-        crumbs = (f'{kit.crumbs}<a href="{self.prefix}/index/{e.type}/{page_no}">Page {page_no}</a> &rsaquo; '
-                  f'<span aria-current="page">{name}</span>')
+        crumbs = (f'{kit.crumbs}<a href="{self.prefix}/index/{e.type}/{page_no}">Page {page_no}</a>'
+                  f' &rsaquo; <span aria-current="page">{name}</span>')
         return self.shell(name, e.url, crumbs, "".join(parts), f"{name}: {short_description(e)}")
 
-    def _facts(self, e: Entity, facts: list[_Fact], values: dict[str, str], bits: int, short: str) -> list[str]:
+    def _lead(self, e: Entity, kit: _TypeKit, values: dict[str, str]) -> str:
+        keys = {}
+        for k in kit.lead_keys:
+            if k == "n":
+                keys[k] = f"<b>{e.name}</b>"
+            elif k in e.relations:
+                keys[k] = self.link[e.relations[k][0]]
+            else:
+                keys[k] = with_article(values[k[2:]]) if k.startswith("a_") else values[k]
+        return kit.lead.format_map(keys)
+
+    def _facts(
+        self, e: Entity, facts: list[_Fact], values: dict[str, str], bits: int, short: str
+    ) -> list[str]:
         """One sentence per fact; the first names the subject in full, later ones may use
         a short reference ("the city", a surname) as an article would."""
         out: list[str] = []
@@ -296,8 +347,10 @@ class PageRenderer:
                 members.append(self.link[src])
         if not groups:
             return ""
-        blocks = [f'<h3>{RELATION_BY_NAME[rel].incoming}</h3><ul><li>{"</li><li>".join(items)}</li></ul>'
-                  for rel, items in groups.items()]
+        blocks = [
+            f'<h3>{RELATION_BY_NAME[rel].incoming}</h3><ul><li>{"</li><li>".join(items)}</li></ul>'
+            for rel, items in groups.items()
+        ]
         return f'<h2>Related entries</h2>{"".join(blocks)}'
 
     def _see_also(self, e: Entity, h: int) -> str:
@@ -312,115 +365,26 @@ class PageRenderer:
         return f'<h2>See also</h2><ul class="see-also">{items}</ul>'
 
     def _table(self, e: Entity, h: int) -> str:
+        """A small data table; numbers in it beyond the graph's are page-only detail."""
         a = e.attributes
         if e.type == "event":
-            days = min(int(a["duration_days"]), 5)
-            rows = "".join(f"<tr><td>Day {d + 1}</td><td>{PROGRAMME[(h >> (3 * d)) % len(PROGRAMME)]}</td></tr>"
-                           for d in range(days))
-            return f'<h2>Programme</h2><table class="wikitable"><tr><th>Day</th><th>Programme</th></tr>{rows}</table>'
-        if e.type == "species":
-            rows = "".join(f"<tr><td>{s}</td><td>{(h >> (5 * k)) % 40 + 3}</td></tr>"
-                           for k, s in enumerate(("Spring survey", "Summer survey", "Autumn survey")))
-            return f'<h2>Field counts</h2><table class="wikitable"><tr><th>Survey</th><th>Individuals seen</th></tr>{rows}</table>'
-        key, title, col = (("population", "Population history", "Inhabitants") if e.type == "city"
-                           else ("employee_count", "Workforce", "Employees"))
-        current = int(a[key])
-        steps = [current * (20 + (h >> (4 * k)) % 15) // 100 * (k + 1) // 3 for k in range(3)]
-        rows = "".join(f"<tr><td>{label}</td><td>{v:,}</td></tr>"
-                       for label, v in zip(("Early records", "Mid-period", "Recent estimate"), steps))
-        return (f'<h2>{title}</h2><table class="wikitable"><tr><th>Period</th><th>{col}</th></tr>{rows}'
-                f"<tr><td>Current</td><td>{current:,}</td></tr></table>")
-
-    # ------------------------------------------------------------ hubs
-
-    def home_page(self, url: str) -> str:
-        g = self.graph
-        counts = "".join(
-            f'<li><a href="{self.href("/index/" + t.name)}">{t.plural}</a> ({len(self.ids_of[t.name]):,} articles)</li>'
-            for t in TYPES
-        )
-        ids = list(g.entities)
-        featured = g.entities[ids[mix(self.seed + 11) % len(ids)]]
-        facts = []
-        for k in range(3):
-            e = g.entities[ids[mix(self.seed + 101 * (k + 1)) % len(ids)]]
-            rel, targets = next(iter(e.relations.items()))
-            sentence = RELATION_BY_NAME[rel].facts[0].format(s=self.link[e.id], o=self.link[targets[0]])
-            facts.append(f"<li>... that {sentence[0].lower() + sentence[1:-1]}?</li>")
-        body = (
-            f'<div class="welcome"><h1>Welcome to {SITE_NAME}</h1><p>{SITE_NAME} is an encyclopedia of a '
-            f"fictional world with {len(g):,} articles about its people, places, organizations, species, "
-            f"events and works.</p></div><h2>Browse by type</h2><ul>{counts}</ul>"
-            f'<h2>Featured article</h2><p>{self.link[featured.id]}: {short_description(featured)}.</p>'
-            f'<h2>Did you know</h2><ul>{"".join(facts)}</ul>'
-            f'<h2>More</h2><ul><li><a href="{self.href("/categories")}">All categories</a></li>'
-            f'<li><a href="{self.href("/about")}">About {SITE_NAME}</a></li></ul>'
-        )
-        return self.shell("Main page", url, f'<span aria-current="page">Main page</span>', body,
-                          f"{SITE_NAME}, the fictional encyclopedia")
-
-    def about_page(self, url: str) -> str:
-        body = (
-            f"<h1>About {SITE_NAME}</h1><p>{SITE_NAME} describes an invented world. Every person, place, "
-            "organization, species, event and work on this site is fictional, and any resemblance to real "
-            "names is coincidental.</p><p>Articles are arranged by type in alphabetical indexes and grouped "
-            "into categories. Each article has an infobox that summarises its key facts.</p>"
-        )
-        return self.shell(f"About {SITE_NAME}", url, self.crumbs(("About", "")), body)
-
-    def categories_page(self, url: str) -> str:
-        groups: dict[tuple[str, str], list[str]] = {}
-        for (attr, value), members in self.categories.items():
-            type_name = self.graph.entities[members[0]].type if members else ""
-            groups.setdefault((type_name, attr), []).append(
-                f'<li><a href="{self.href(f"/category/{attr}/{slugify(value)}")}">{value}</a> ({len(members):,})</li>'
-            )
-        blocks = [
-            f"<h2>{TYPE_BY_NAME[t].plural} by {ATTR_BY_NAME[(t, attr)].label.lower()}</h2><ul>{''.join(items)}</ul>"
-            for (t, attr), items in groups.items()
-        ]
-        return self.shell("Categories", url, self.crumbs(("Categories", "")), "<h1>Categories</h1>" + "".join(blocks))
-
-    def category_page(self, url: str, attr: str, value: str) -> str:
-        members = self.categories[(attr, value)]
-        type_name = self.graph.entities[members[0]].type
-        label = ATTR_BY_NAME[(type_name, attr)].label
-        shown = members[:CATEGORY_LIST_LIMIT]
-        note = (f"This category contains {len(members):,} articles; the first {len(shown)} are listed below. "
-                f'All of them are in the <a href="{self.href("/index/" + type_name)}">index of '
-                f"{TYPE_BY_NAME[type_name].plural.lower()}</a>." if len(shown) < len(members)
-                else f"This category contains {len(members):,} articles.")
-        items = "".join(f"<li>{self.link[i]}</li>" for i in shown)
-        body = f'<h1>Category: {label}: {value}</h1><p>{note}</p><ul class="category-members">{items}</ul>'
-        return self.shell(f"Category: {label}: {value}", url,
-                          self.crumbs(("Categories", "/categories"), (f"{label}: {value}", "")), body)
-
-    def landing_page(self, url: str, type_name: str) -> str:
-        spec = TYPE_BY_NAME[type_name]
-        pages = self.index_pages[type_name]
-        items = "".join(
-            f'<li><a href="{self.href(f"/index/{type_name}/{n}")}">'
-            f"{self.graph.entities[ids[0]].name} &ndash; {self.graph.entities[ids[-1]].name}</a></li>"
-            for n, ids in enumerate(pages, 1)
-        )
-        body = (f"<h1>Index of {spec.plural.lower()}</h1><p>{SITE_NAME} has {len(self.ids_of[type_name]):,} "
-                f"articles of this type, listed alphabetically over {len(pages)} pages.</p>"
-                f'<ol class="index-pages">{items}</ol>')
-        return self.shell(f"Index of {spec.plural.lower()}", url, self.crumbs((spec.plural, "")), body)
-
-    def index_page(self, url: str, type_name: str, number: int) -> str:
-        spec = TYPE_BY_NAME[type_name]
-        pages = self.index_pages[type_name]
-        ids = pages[number - 1]
-        ents = self.graph.entities
-        items = "".join(f"<li>{self.link[i]} &ndash; {short_description(ents[i])}</li>" for i in ids)
-        nav = [f'<a href="{self.href(f"/index/{type_name}")}">All pages</a>']
-        if number > 1:
-            nav.insert(0, f'<a rel="prev" href="{self.href(f"/index/{type_name}/{number - 1}")}">Previous page</a>')
-        if number < len(pages):
-            nav.append(f'<a rel="next" href="{self.href(f"/index/{type_name}/{number + 1}")}">Next page</a>')
-        title = f"{spec.plural} ({ents[ids[0]].name} to {ents[ids[-1]].name})"
-        pager = f'<nav class="pager">{" | ".join(nav)}</nav>'
-        body = f'<h1>{title}</h1><p>Page {number} of {len(pages)}.</p>{pager}<ul class="index">{items}</ul>{pager}'
-        crumbs = self.crumbs((spec.plural, f"/index/{type_name}"), (f"Page {number}", ""))
-        return self.shell(title, url, crumbs, body)
+            head, cells = ("Programme", "Day", "Programme"), [
+                (f"Day {d + 1}", PROGRAMME[(h >> (3 * d)) % len(PROGRAMME)])
+                for d in range(min(int(a["duration_days"]), 5))
+            ]
+        elif e.type == "species":
+            surveys = ("Spring survey", "Summer survey", "Autumn survey")
+            head = ("Field counts", "Survey", "Individuals seen")
+            cells = [(s, str((h >> (5 * k)) % 40 + 3)) for k, s in enumerate(surveys)]
+        else:
+            key = "population" if e.type == "city" else "employee_count"
+            head = ("Population history", "Period", "Inhabitants") if e.type == "city" else (
+                "Workforce", "Period", "Employees")
+            current = int(a[key])
+            periods = ("Early records", "Mid-period", "Recent estimate")
+            cells = [(p, f"{current * (20 + (h >> (4 * k)) % 15) // 100 * (k + 1) // 3:,}")
+                     for k, p in enumerate(periods)]
+            cells.append(("Current", f"{current:,}"))
+        rows = "".join(f"<tr><td>{x}</td><td>{y}</td></tr>" for x, y in cells)
+        return (f'<h2>{head[0]}</h2><table class="wikitable"><tr><th>{head[1]}</th>'
+                f"<th>{head[2]}</th></tr>{rows}</table>")

@@ -45,7 +45,9 @@ _PLACE_TAIL = (
     "ora ith ane oth ul"
 ).split()
 
-_CITY_FORMS = ("{r}", "{r}", "{r}", "{r}", "Port {r}", "Upper {r}", "Lower {r}", "{r} Crossing", "New {r}")
+_CITY_FORMS = (
+    "{r}", "{r}", "{r}", "{r}", "Port {r}", "Upper {r}", "Lower {r}", "{r} Crossing", "New {r}",
+)
 _REGION_FORMS = (
     "{r} Reach", "{r} Marches", "{r} Highlands", "{r} Lowlands", "{r} Basin",
     "{r} Coast", "{r} Vale", "{r} Province", "{r} Steppe", "{r} Fens",
