@@ -29,6 +29,7 @@ class Command:
     positional: str | None = None  # config field positional words go to
     positional_list: bool = False  # several positional words -> a list
     writes_outputs: bool = True  # False: no run directory, logs to stdout only
+    setup: str | None = None  # "module:function" registering config groups first
 
 
 COMMANDS: dict[tuple[str, ...], Command] = {
@@ -63,6 +64,34 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "webdancer.agents.tiny:make_tiny_command",
         "train an offline tokenizer and save a small random Qwen2 model (tests, demo)",
         positional="out",
+    ),
+    ("rl",): Command(
+        "webdancer.conf.rl:RLConfig",
+        "webdancer.algos.rl:rl_command",
+        "RL (DAPO, GRPO, Dr. GRPO, GSPO, ...) of a policy browsing the web; algo= picks the method",
+        setup="webdancer.conf.rl:register_rl_configs",
+    ),
+    ("synth", "qa"): Command(
+        "webdancer.conf.synth:SynthQAConfig",
+        "webdancer.data.commands:qa",
+        "synthesize CRAWLQA / E2HQA tasks from a synthetic web (train and test JSONL)",
+    ),
+    ("synth", "trajectories"): Command(
+        "webdancer.conf.synth:SynthTrajectoriesConfig",
+        "webdancer.data.commands:trajectories",
+        "sample trajectories on tasks with the oracle, hf:PATH or openai:URL:MODEL engines",
+    ),
+    ("synth", "filter"): Command(
+        "webdancer.conf.synth:SynthFilterConfig",
+        "webdancer.data.commands:filter_trajectories",
+        "three-stage trajectory filter (validity, correctness, quality) with a report",
+        positional="trajectories",
+    ),
+    ("synth", "convert"): Command(
+        "webdancer.conf.synth:SynthConvertConfig",
+        "webdancer.data.commands:convert_command",
+        "convert trajectories between our JSONL, WebDancer's format and chat messages",
+        positional="input",
     ),
     ("demo",): Command(
         "webdancer.conf.web:WebDemoConfig",
@@ -142,6 +171,8 @@ def run_app(path: tuple[str, ...], args: Sequence[str]) -> None:
     from omegaconf import OmegaConf
 
     cmd = COMMANDS[path]
+    if cmd.setup:
+        _load(cmd.setup)()
     config_cls = _load(cmd.config)
     task: Callable[[Any], Any] = _load(cmd.task)
     config_name = "webdancer_" + "_".join(path)

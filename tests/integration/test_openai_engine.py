@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from webdancer.agents.engines.base import ENGINES, SamplingParams
+from webdancer.agents.engines.base import ENGINES, ChatGeneration, SamplingParams
 from webdancer.agents.engines.openai import OpenAIEngine, OpenAIServerError
 
 pytestmark = pytest.mark.timeout(180)
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(180)
 STARTUP_DEADLINE_S = 120.0
 # Greedy replies of the random tiny model open with a run of newlines that the server
 # strips; 24 tokens are enough for these prompts to reach text that tells them apart.
-PROMPTS = ("hello", "what is the capital", "1 2 3", "who founded the guild")
+PROMPTS = ("hello", "what is the capital", "1 2 3")
 MAX_NEW_TOKENS = 24
 GREEDY = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=())
 
@@ -49,14 +49,18 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_DEADLINE_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"transformers serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"transformers serve exited with {proc.returncode}:\n{_tail(log)}")
         try:
             if requests.get(f"{url}/models", timeout=1.0).ok:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.25)
-    pytest.fail(f"transformers serve was not ready within {STARTUP_DEADLINE_S:g} s:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"transformers serve was not up within {STARTUP_DEADLINE_S:g} s:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -67,16 +71,18 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """``(base_url, model_dir)`` of a running ``transformers serve`` with the tiny model loaded.
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """``(base_url, model_dir)`` of a running ``transformers serve``, tiny model loaded.
 
     The server starts before the tiny model is built, so that its imports and the
     build overlap; the model, named by its path, loads on a warm-up request."""
     if not _serving_available():
-        pytest.skip("transformers serve needs the serving extra: pip install 'transformers[serving]'.")
+        pytest.skip("transformers serve needs its extra: pip install 'transformers[serving]'.")
     port = _free_port()
     log = tmp_path_factory.mktemp("openai_serve") / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve",
            "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]  # fmt: skip
     with log.open("wb") as out:
@@ -86,8 +92,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         base_url = f"http://127.0.0.1:{port}/v1"
         _wait_ready(proc, base_url, log)
         warm_up = {"model": str(model_dir), "messages": _conversation("hi"), "max_tokens": 1}
-        resp = requests.post(f"{base_url}/chat/completions", json=warm_up, timeout=STARTUP_DEADLINE_S)
-        assert resp.ok, f"loading the tiny model failed ({resp.status_code}):\n{log.read_text()[-3000:]}"
+        resp = requests.post(f"{base_url}/chat/completions", json=warm_up, timeout=60)
+        assert resp.ok, f"loading the tiny model failed ({resp.status_code}):\n{_tail(log)}"
         yield base_url, model_dir
     finally:
         proc.terminate()
@@ -101,7 +107,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="module")
 def engine(server: tuple[str, Path]) -> Iterator[OpenAIEngine]:
     base_url, model_dir = server
-    with OpenAIEngine(base_url, str(model_dir), tokenizer=str(model_dir), concurrency=4, retries=1) as eng:
+    model = str(model_dir)
+    with OpenAIEngine(base_url, model, tokenizer=model, concurrency=4, retries=1) as eng:
         yield eng
 
 
@@ -109,9 +116,13 @@ def _conversation(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
+def _greedy_until(*stop: str) -> SamplingParams:
+    return SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=stop)
+
+
 def _stop_inside(text: str) -> str:
     """A stop string that first occurs in the middle of ``text``."""
-    assert len(text) >= 6, f"the tiny model's greedy reply {text!r} is too short to place a stop string in"
+    assert len(text) >= 6, f"the greedy reply {text!r} is too short to hold a stop string"
     start = len(text) // 2
     return text[start : start + 3]
 
@@ -120,25 +131,33 @@ def test_registered_as_openai() -> None:
     assert ENGINES.get("openai") is OpenAIEngine
 
 
-def test_chat_is_batched_in_order(engine: OpenAIEngine) -> None:
-    conversations = [_conversation(p) for p in PROMPTS]
-    batched = engine.chat(conversations, GREEDY)
-    one_by_one = [engine.chat([c], GREEDY)[0] for c in conversations]
+@pytest.fixture(scope="module")
+def greedy_replies(engine: OpenAIEngine) -> list[ChatGeneration]:
+    """Greedy replies to ``PROMPTS``, asked for in one concurrent batch."""
+    return engine.chat([_conversation(p) for p in PROMPTS], GREEDY)
+
+
+def test_chat_is_batched_in_order(
+    engine: OpenAIEngine, greedy_replies: list[ChatGeneration]
+) -> None:
+    batched = greedy_replies
+    one_by_one = [engine.chat([_conversation(p)], GREEDY)[0] for p in PROMPTS]
     assert batched == one_by_one  # greedy, so only the order could differ
-    assert len({g.text for g in batched}) > 1, "replies must differ for the order check to mean anything"
+    assert len({g.text for g in batched}) > 1, "replies must differ for the order to be checked"
     assert all(g.finish_reason == "length" for g in batched)
 
 
-def test_chat_cuts_at_stop_strings(engine: OpenAIEngine) -> None:
-    conversation = _conversation(PROMPTS[0])
-    full = engine.chat([conversation], GREEDY)[0].text
+def test_chat_cuts_at_stop_strings(
+    engine: OpenAIEngine, greedy_replies: list[ChatGeneration]
+) -> None:
+    row = max(range(len(PROMPTS)), key=lambda i: len(greedy_replies[i].text))
+    conversation, full = _conversation(PROMPTS[row]), greedy_replies[row].text
     stop = _stop_inside(full)
     expected = full[: full.index(stop) + len(stop)]
     # The server stops on the string itself.
-    by_server = engine.chat([conversation], SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=(stop,)))[0]
+    by_server = engine.chat([conversation], _greedy_until(stop))[0]
     # Only the first four stop strings are sent: the fifth is applied locally.
-    unsent = ("@@a", "@@b", "@@c", "@@d", stop)
-    locally = engine.chat([conversation], SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=unsent))[0]
+    locally = engine.chat([conversation], _greedy_until("@@a", "@@b", "@@c", "@@d", stop))[0]
     for reply in (by_server, locally):
         assert reply.text == expected
         assert reply.finish_reason == "stop"
@@ -146,8 +165,10 @@ def test_chat_cuts_at_stop_strings(engine: OpenAIEngine) -> None:
 
 def test_generate_falls_back_to_text_prompts(engine: OpenAIEngine) -> None:
     tok = engine.tokenizer
-    prompts = [tok.apply_chat_template(_conversation(p), add_generation_prompt=True, return_dict=False)
-               for p in PROMPTS[:3]]  # fmt: skip
+    prompts = [
+        tok.apply_chat_template(_conversation(p), add_generation_prompt=True, return_dict=False)
+        for p in PROMPTS[:3]
+    ]
     engine.prompt_mode = "auto"
     outs = engine.generate(prompts, GREEDY)
     assert engine.prompt_mode == "text"  # transformers serve takes only string prompts
@@ -158,10 +179,10 @@ def test_generate_falls_back_to_text_prompts(engine: OpenAIEngine) -> None:
         assert all(math.isnan(lp) for lp in out.logprobs)
         assert tok.decode(out.token_ids, skip_special_tokens=True) == out.text
 
-    text = max((o.text for o in outs), key=len)
+    row = max(range(len(outs)), key=lambda i: len(outs[i].text))
+    text = outs[row].text
     stop = _stop_inside(text)
-    stopped = engine.generate([prompts[[o.text for o in outs].index(text)]],
-                              SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=(stop,)))[0]  # fmt: skip
+    stopped = engine.generate([prompts[row]], _greedy_until(stop))[0]
     assert stopped.text == text[: text.index(stop) + len(stop)]
     assert (stopped.finish_reason, stopped.stop_string) == ("stop", stop)
     assert tok.decode(stopped.token_ids, skip_special_tokens=True) == stopped.text
@@ -169,7 +190,8 @@ def test_generate_falls_back_to_text_prompts(engine: OpenAIEngine) -> None:
 
 def test_token_prompts_rejected_by_server_raise_in_tokens_mode(server: tuple[str, Path]) -> None:
     base_url, model_dir = server
-    eng = OpenAIEngine(base_url, str(model_dir), tokenizer=str(model_dir), prompt_mode="tokens", retries=0)
+    model = str(model_dir)
+    eng = OpenAIEngine(base_url, model, tokenizer=model, prompt_mode="tokens", retries=0)
     with pytest.raises(OpenAIServerError, match="HTTP 4") as err:
         eng.generate([[1, 2, 3]], SamplingParams(max_new_tokens=2))
     assert err.value.status in (400, 422)
@@ -244,8 +266,13 @@ def scripted() -> Iterator[str]:
 
 
 def test_retries_429_and_5xx_then_rebuilds_parsed_reply(scripted: str) -> None:
-    message = {"role": "assistant", "content": "I will search.", "reasoning_content": "Need facts.",
-               "tool_calls": [{"type": "function", "function": {"name": "search", "arguments": '{"query": ["x"]}'}}]}  # fmt: skip
+    call = {"type": "function", "function": {"name": "search", "arguments": '{"query": ["x"]}'}}
+    message = {
+        "role": "assistant",
+        "content": "I will search.",
+        "reasoning_content": "Need facts.",
+        "tool_calls": [call],
+    }
     _Scripted.replies = [
         (429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}),
         (503, {"error": {"message": "warming up"}}, {}),
@@ -256,7 +283,8 @@ def test_retries_429_and_5xx_then_rebuilds_parsed_reply(scripted: str) -> None:
     assert len(_Scripted.seen) == 3
     path, headers, body = _Scripted.seen[-1]
     assert path == "/v1/chat/completions" and headers["Authorization"] == "Bearer k"
-    assert body["messages"] == _conversation("hi") and body["max_tokens"] == 8 and body["seed"] == 3
+    assert body["messages"] == _conversation("hi")
+    assert (body["max_tokens"], body["seed"]) == (8, 3)
     assert body["stop"] == ["</tool_call>", "</answer>", "<tool_response>"]
     assert reply.text == (
         "<think>\nNeed facts.\n</think>\n\nI will search.\n"
@@ -266,8 +294,8 @@ def test_retries_429_and_5xx_then_rebuilds_parsed_reply(scripted: str) -> None:
 
 
 def test_server_stripped_stop_string_is_put_back(scripted: str) -> None:
-    choice = {"index": 0, "message": {"role": "assistant", "content": "<answer>Paris"},
-              "finish_reason": "stop", "stop_reason": "</answer>"}  # fmt: skip
+    message = {"role": "assistant", "content": "<answer>Paris"}
+    choice = {"index": 0, "message": message, "finish_reason": "stop", "stop_reason": "</answer>"}
     _Scripted.replies = [(200, {"choices": [choice]}, {})]
     reply = OpenAIEngine(scripted, "m").chat([_conversation("hi")], SamplingParams())[0]
     assert (reply.text, reply.finish_reason) == ("<answer>Paris</answer>", "stop")
@@ -287,11 +315,17 @@ def test_token_mode_keeps_ids_and_cuts_at_stop(scripted: str, tiny_dir: Path) ->
     text = '<think>ok</think>\n<tool_call>\n{"name": "search"}\n</tool_call> and more words'
     ids = eng.tokenizer.encode(text, add_special_tokens=False)
     lps = [-0.5 - i for i in range(len(ids))]
-    choice = {"index": 0, "text": text, "finish_reason": "length", "stop_reason": None,
-              "logprobs": {"tokens": [f"token_id:{i}" for i in ids], "token_logprobs": lps}}  # fmt: skip
+    choice = {
+        "index": 0,
+        "text": text,
+        "finish_reason": "length",
+        "stop_reason": None,
+        "logprobs": {"tokens": [f"token_id:{i}" for i in ids], "token_logprobs": lps},
+    }
     _Scripted.replies = [(200, {"choices": [choice]}, {}), (200, {"choices": [choice]}, {})]
     outs = eng.generate([[5, 6, 7], [8, 9]], SamplingParams(max_new_tokens=64, seed=11))
-    keep = len(eng.tokenizer.encode(text[: text.index("</tool_call>")] + "</tool_call>", add_special_tokens=False))
+    through_stop = text[: text.index("</tool_call>")] + "</tool_call>"
+    keep = len(eng.tokenizer.encode(through_stop, add_special_tokens=False))
     for out in outs:
         assert out.token_ids == ids[:keep] and out.logprobs == lps[:keep]
         assert (out.finish_reason, out.stop_string) == ("stop", "</tool_call>")
@@ -300,3 +334,9 @@ def test_token_mode_keeps_ids_and_cuts_at_stop(scripted: str, tiny_dir: Path) ->
     assert [b["prompt"] for b in bodies] == [[5, 6, 7], [8, 9]]  # seed + row: row 0 got seed 11
     assert [b["seed"] for b in bodies] == [11, 12]
     assert all(b["logprobs"] == 1 and b["return_tokens_as_token_ids"] for b in bodies)
+
+
+def test_generate_without_tokenizer_says_to_pass_one() -> None:
+    eng = OpenAIEngine("http://127.0.0.1:9/v1", "m")
+    with pytest.raises(ValueError, match="tokenizer="):
+        eng.generate([[1, 2]], SamplingParams())

@@ -31,13 +31,13 @@ from webdancer.web.search import (
 
 FILLER = " ".join(f"word{i}" for i in range(200))
 DOCS = [
-    ("https://ex.org/paris", "Paris", "Paris is the capital and largest city of France, on the Seine."),
-    ("https://ex.org/lyon", "Lyon", "Lyon is a city in France known for its cuisine. Paris lies to the north."),
+    ("https://ex.org/paris", "Paris", "Paris is the capital and largest city of France."),
+    ("https://ex.org/lyon", "Lyon", "Lyon is a city in France known for its food. Paris is north."),
     ("https://ex.org/berlin", "Berlin", "Berlin is the capital of Germany and its largest city."),
     ("https://ex.org/paris#history", "Paris again", "A duplicate of the Paris page."),
     ("https://ex.org/danube", "Danube", "A long river of central Europe."),
     ("https://ex.org/rivers", "Rivers", "The Danube flows through ten countries."),
-    ("https://ex.org/long", "Long page", f"{FILLER} The Volga is the longest river in Europe. {FILLER}"),
+    ("https://ex.org/long", "Long page", f"{FILLER} The Volga is the longest river. {FILLER}"),
 ]
 
 
@@ -48,6 +48,10 @@ def bm25() -> BM25Search:
 
 def urls(hits: list[SearchHit]) -> list[str]:
     return [h.url for h in hits]
+
+
+def page(title: str, text: str) -> bytes:
+    return f"<html><head><title>{title}</title></head><body><p>{text}</p></body></html>".encode()
 
 
 # --------------------------------------------------------------------------- BM25
@@ -71,6 +75,8 @@ def test_k_is_respected(bm25: BM25Search) -> None:
     assert len(hits) == 2
     [none] = bm25.search(["city"], k=0)
     assert none == []
+    [bare] = bm25.search(["berlin"], k=1, snippets=False)
+    assert urls(bare) == ["https://ex.org/berlin"] and bare[0].snippet == ""
 
 
 def test_batch_returns_one_list_per_query_in_order(bm25: BM25Search) -> None:
@@ -92,6 +98,17 @@ def test_duplicate_urls_are_indexed_once(bm25: BM25Search) -> None:
     assert len(urls(hits)) == len(set(urls(hits)))
     assert urls(hits)[0] == "https://ex.org/paris"
     assert hits[0].title == "Paris"  # the first occurrence wins
+
+
+def test_near_universal_terms_are_left_out_unless_alone(bm25: BM25Search) -> None:
+    # "the" is in 4 of the 6 pages.
+    strict = BM25Search(bm25.index, common_df=0.5)
+    with_the, without = strict.search(["the volga", "volga"])
+    assert [(h.url, h.score) for h in with_the] == [(h.url, h.score) for h in without]
+    [alone] = strict.search(["the"])
+    assert len(alone) == 4
+    [kept] = bm25.search(["the volga"])  # default 0.9 keeps a term in 67% of pages
+    assert len(kept) == 4
 
 
 def test_stemming_matches_inflected_forms(bm25: BM25Search) -> None:
@@ -163,7 +180,8 @@ def test_parse_keeps_stems_and_query_words(bm25: BM25Search) -> None:
     parsed = bm25.parse("Cities, PARIS: the city!")
     assert parsed.terms == ("citi", "pari", "the")
     assert parsed.forms == (("citi", "city"), ("pari",), ("the",))
-    assert bm25.parse(" ".join(f"w{i}" for i in range(100))).terms == tuple(f"w{i}" for i in range(32))
+    many = bm25.parse(" ".join(f"w{i}" for i in range(100)))
+    assert many.terms == tuple(f"w{i}" for i in range(32))
 
 
 def test_persisted_index_opens_in_another_process(tmp_path: Path) -> None:
@@ -174,7 +192,9 @@ def test_persisted_index_opens_in_another_process(tmp_path: Path) -> None:
         "import sys; from webdancer.web.search import BM25Search; "
         "print(BM25Search.open(sys.argv[1]).search(['lyon'], k=1)[0][0].url)"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(index_dir)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(index_dir)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "https://ex.org/lyon"
 
@@ -198,8 +218,9 @@ def test_build_from_store_renders_pages(tmp_path: Path) -> None:
     snapshots = pytest.importorskip("webdancer.web.snapshots")
     pytest.importorskip("webdancer.web.render")
     with snapshots.SnapshotStore(tmp_path / "store", mode="record") as store:
-        store.put("https://site.test/a", b"<html><head><title>Okapi facts</title></head><body><p>The okapi lives in the Ituri forest.</p></body></html>")
-        store.put("https://site.test/b", b"<html><head><title>Giraffe</title></head><body><p>Giraffes are tall.</p></body></html>")
+        okapi = page("Okapi facts", "The okapi lives in the Ituri forest.")
+        store.put("https://site.test/a", okapi)
+        store.put("https://site.test/b", page("Giraffe", "Giraffes are tall."))
         store.put("https://site.test/gone", b"<html><body>okapi</body></html>", status=404)
         store.flush()
         search = BM25Search.build_from_store(store, tmp_path / "index", progress=True)
@@ -232,14 +253,22 @@ def test_format_results_shape() -> None:
         "A city in France.",
     ]
     one = format_results("q", [SearchHit("", "https://ex.org/x", "")])
-    assert one.split("\n") == ["A search for 'q' found 1 result:", "", "## Web Results", "1. [https://ex.org/x](https://ex.org/x)"]
+    assert one.split("\n") == [
+        "A search for 'q' found 1 result:",
+        "",
+        "## Web Results",
+        "1. [https://ex.org/x](https://ex.org/x)",
+    ]
 
 
 def test_format_empty_and_many() -> None:
     empty = format_results("zzz", [])
     assert empty == "No results found for 'zzz'. Try a shorter or more general query."
     noted = format_results("zzz", [], note="this query was not recorded in the snapshot")
-    assert noted.startswith("No results found for 'zzz' (this query was not recorded in the snapshot).")
+    assert noted == (
+        "No results found for 'zzz' (this query was not recorded in the snapshot). "
+        "Try a shorter or more general query."
+    )
     hits = [SearchHit("T", "https://ex.org/t", "s")]
     many = format_many(["a", "zzz"], [hits, []])
     first, second = many.split("\n=======\n")
@@ -285,7 +314,13 @@ class FakeSerper(BaseHTTPRequestHandler):
         if payload["q"] == "boom":
             return self._reply(500, {"message": "internal"})
         organic = [
-            {"title": f"{payload['q']} one", "link": "https://a.example/1", "snippet": "First.", "date": "Jan 1, 2024", "position": 1},
+            {
+                "title": f"{payload['q']} one",
+                "link": "https://a.example/1",
+                "snippet": "First.",
+                "date": "Jan 1, 2024",
+                "position": 1,
+            },
             {"title": "No link here", "snippet": "skipped"},
             {"title": "Two", "link": "https://a.example/2", "snippet": "Second.", "position": 2},
             {"title": "Three", "link": "https://a.example/3", "snippet": "Third.", "position": 3},
@@ -308,7 +343,9 @@ class FakeSerper(BaseHTTPRequestHandler):
 def serper_server() -> Iterator[tuple[str, ThreadingHTTPServer]]:
     FakeSerper.requests = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSerper)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/search", server
     server.shutdown()
@@ -324,7 +361,10 @@ def test_serper_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert SerperSearch().api_key == "from-env"
 
 
-def test_serper_records_then_replays_offline(serper_server: tuple[str, ThreadingHTTPServer]) -> None:
+Server = tuple[str, ThreadingHTTPServer]
+
+
+def test_serper_records_then_replays_offline(serper_server: Server) -> None:
     endpoint, server = serper_server
     store = FakeStore()
     serper = SerperSearch("test-key", endpoint=endpoint, store=store)
@@ -352,7 +392,7 @@ def test_serper_records_then_replays_offline(serper_server: tuple[str, Threading
     assert replay.search(["capital of France"], k=10) == [[]]
 
 
-def test_serper_failures_are_results_not_exceptions(serper_server: tuple[str, ThreadingHTTPServer]) -> None:
+def test_serper_failures_are_results_not_exceptions(serper_server: Server) -> None:
     endpoint, server = serper_server
     store = FakeStore()
     wrong_key = SerperSearch("wrong", endpoint=endpoint, store=store)
@@ -367,10 +407,12 @@ def test_serper_failures_are_results_not_exceptions(serper_server: tuple[str, Th
     assert store.records == {}
 
 
-def test_serper_through_fetcher(serper_server: tuple[str, ThreadingHTTPServer]) -> None:
+def test_serper_through_fetcher(serper_server: Server) -> None:
     fetch = pytest.importorskip("webdancer.web.fetch")
     endpoint, _ = serper_server
-    fetcher = fetch.Fetcher(allow_hosts=["127.0.0.1"], min_interval_s=0.0, retries=0, respect_robots=False)
+    fetcher = fetch.Fetcher(
+        allow_hosts=["127.0.0.1"], min_interval_s=0.0, retries=0, respect_robots=False
+    )
     serper = SerperSearch("test-key", endpoint=endpoint, fetcher=fetcher)
     [hits] = serper.search(["okapi"], k=3)
     assert urls(hits) == ["https://a.example/1", "https://a.example/2", "https://a.example/3"]
@@ -380,7 +422,8 @@ def test_recorded_search_with_snapshot_store(tmp_path: Path) -> None:
     snapshots = pytest.importorskip("webdancer.web.snapshots")
     hits = [SearchHit("T", "https://ex.org/t", "s", date="2020")]
     with snapshots.SnapshotStore(tmp_path / "store", mode="record") as store:
-        payload = json.dumps([{"title": "T", "url": "https://ex.org/t", "snippet": "s", "date": "2020"}]).encode()
+        row = {"title": "T", "url": "https://ex.org/t", "snippet": "s", "date": "2020"}
+        payload = json.dumps([row]).encode()
         store.put_resource(serper_uri("okapi  habitat", 10), payload, "application/json")
         store.flush()
     with snapshots.SnapshotStore(tmp_path / "store", mode="replay") as store:

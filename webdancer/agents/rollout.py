@@ -143,7 +143,8 @@ class Rollout:
         bar = tqdm(total=len(live), desc="rollout", unit="ep", disable=not cfg.progress, leave=False)
         round_index = 0
         while active := [x for x in live if not x.done]:
-            self._round(active, round_index)
+            # Seeds differ per call (group_offset) and per round, and repeat on a rerun.
+            self._round(active, group_offset * 1_009 + round_index)
             round_index += 1
             bar.update(sum(x.done for x in active))
         bar.close()

@@ -35,7 +35,9 @@ class DrGRPOConfig:
     def __post_init__(self) -> None:
         check_agg(self.agg)
         if self.norm_length is not None and self.norm_length < 1:
-            raise ValueError(f"norm_length must be a positive token count (got {self.norm_length}).")
+            raise ValueError(
+                f"norm_length must be a positive token count (got {self.norm_length})."
+            )
 
 
 def advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:

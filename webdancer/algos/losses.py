@@ -241,7 +241,8 @@ def kl_penalty(
     if ref_logp is None:
         if kl_coef > 0:
             raise ValueError(
-                f"kl_coef={kl_coef} needs ref_logp from a reference model; pass it or set kl_coef=0."
+                f"kl_coef={kl_coef} needs ref_logp from a reference model; "
+                "pass it or set kl_coef=0."
             )
         return zero, zero
     maskb = mask.bool()

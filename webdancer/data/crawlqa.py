@@ -20,8 +20,8 @@ import logging
 import math
 import random
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -33,8 +33,14 @@ from webdancer.web.render import RenderedPage, render_page
 from webdancer.web.snapshots import Miss, Page
 from webdancer.web.synthetic_graph import Entity, KnowledgeGraph, walk
 from webdancer.web.synthetic_html import INCOMING_LIMIT, SITE_NAME
-from webdancer.web.synthetic_names import slugify
-from webdancer.web.synthetic_schema import ATTR_BY_NAME, ATTRIBUTES, CATEGORY_ATTRS, RELATION_BY_NAME, TYPE_BY_NAME
+from webdancer.web.synthetic_names import pick, randint, slugify
+from webdancer.web.synthetic_schema import (
+    ATTR_BY_NAME,
+    ATTRIBUTES,
+    CATEGORY_ATTRS,
+    RELATION_BY_NAME,
+    TYPE_BY_NAME,
+)
 from webdancer.web.urls import normalize_url
 
 log = logging.getLogger("webdancer.data")
@@ -197,6 +203,11 @@ def _crawl_meta(crawl: CrawlResult, kind: str, golden_path: Sequence[str],
 Step2 = tuple[str, str]  # (relation, object entity id)
 
 
+def _definite(phrase: str) -> bool:
+    """'the city whose mayor is {o}' names one entity; 'a person born in {o}' any of several."""
+    return phrase.startswith("the ")
+
+
 @dataclass(frozen=True)
 class _Count:
     """A count the site states or lists completely, and where."""
@@ -230,7 +241,8 @@ class _CrawlView:
     def links_of(self, url: str) -> frozenset[str]:
         if url not in self._links:
             page = self.crawl.pages.get(url)
-            self._links[url] = frozenset(normalize_url(link.url) for link in page.links) if page else frozenset()
+            links = page.links if page is not None else ()
+            self._links[url] = frozenset(normalize_url(link.url) for link in links)
         return self._links[url]
 
     def subjects(self, relation: str, object_id: str) -> list[Entity]:
@@ -239,7 +251,9 @@ class _CrawlView:
     def listed_completely(self, relation: str, obj: Entity) -> bool:
         """True when the object's page lists every subject of ``relation`` (no cut-off)."""
         subjects = self.subjects(relation, obj.id)
-        return len(subjects) < INCOMING_LIMIT and {s.url for s in subjects} <= self.links_of(obj.url)
+        if len(subjects) >= INCOMING_LIMIT:  # the page shows only the first few
+            return False
+        return {s.url for s in subjects} <= self.links_of(obj.url)
 
     @property
     def counts(self) -> list[_Count]:
@@ -253,27 +267,31 @@ class _CrawlView:
             for rel in sorted({r for r, _ in self.graph.incoming(obj.id)}):
                 spec = RELATION_BY_NAME[rel]
                 n = len(self.subjects(rel, obj.id))
-                if n < 2 or spec.backward.startswith("the ") or not self.listed_completely(rel, obj):
+                # "the city whose mayor is X" names one entity: nothing to count.
+                if n < 2 or _definite(spec.backward) or not self.listed_completely(rel, obj):
                     continue
-                question = f"How many articles on {SITE_NAME} are about {spec.backward.format(o=obj.name)}?"
+                about = spec.backward.format(o=obj.name)
+                question = f"How many articles on {SITE_NAME} are about {about}?"
                 out.append(_Count(question, n, obj.url, (obj.name,), rel))
         return out
 
     def _category_counts(self) -> list[_Count]:
+        sizes = Counter((e.type, str(e.attributes.get(CATEGORY_ATTRS[e.type][0])))
+                        for e in self.graph.entities.values() if e.type in CATEGORY_ATTRS)
         out = []
         for type_name, (attr, values) in CATEGORY_ATTRS.items():
             label = ATTR_BY_NAME[(type_name, attr)].label
+            plural = TYPE_BY_NAME[type_name].plural.lower()
             for value in values:
                 url = normalize_url(f"{self.graph.base_url}/category/{attr}/{slugify(value)}")
                 page = self.crawl.pages.get(url)
-                n = sum(1 for e in self.graph.entities.values() if e.type == type_name
-                        and str(e.attributes.get(attr)) == value)
+                n = sizes[(type_name, value)]
                 # Ask only what the page itself states.
                 if page is None or f"contains {n:,} article" not in page.text:
                     continue
-                plural = TYPE_BY_NAME[type_name].plural.lower()
-                question = f'How many {plural} on {SITE_NAME} are in the category "{label}: {value}"?'
-                out.append(_Count(question, n, url, (f"{label}: {value}",)))
+                category = f"{label}: {value}"
+                question = f'How many {plural} on {SITE_NAME} are in the category "{category}"?'
+                out.append(_Count(question, n, url, (category,)))
         return out
 
     @property
@@ -283,9 +301,11 @@ class _CrawlView:
         if self._pairs is None:
             self._pairs = []
             crawled = {e.id for e in self.entities}
+            usable = {r.name for r in RELATION_BY_NAME.values()
+                      if not r.many and not _definite(r.backward)}
             for x in self.entities:
-                steps = [(r, t) for r, ts in x.relations.items() if not RELATION_BY_NAME[r].many
-                         for t in ts if t in crawled and not RELATION_BY_NAME[r].backward.startswith("the ")]
+                steps = [(r, t) for r, ts in x.relations.items() if r in usable
+                         for t in ts if t in crawled]
                 for i, a in enumerate(steps):
                     for b in steps[i + 1:]:
                         pair = self._intersection(x, a, b)
@@ -319,9 +339,11 @@ class GraphQuestionWriter:
                  hops: tuple[int, int] = (2, 4)) -> None:
         unknown = sorted(set(kinds) - set(GRAPH_KINDS))
         if unknown or not kinds:
-            raise ValueError(f"unknown question kinds {unknown or kinds!r}; choose from {GRAPH_KINDS}.")
+            raise ValueError(f"unknown question kinds {unknown or kinds!r}; "
+                             f"choose from {GRAPH_KINDS}.")
         if not 2 <= hops[0] <= hops[1]:
-            raise ValueError(f"hops={hops!r} for multi_hop questions must be (low, high) with 2 <= low <= high.")
+            raise ValueError(f"hops={hops!r} for multi_hop questions must be (low, high) "
+                             "with 2 <= low <= high.")
         self.graph = graph
         self.kinds = tuple(kinds)
         self.hops = (int(hops[0]), int(hops[1]))
@@ -350,30 +372,32 @@ class GraphQuestionWriter:
             tasks.append(task)
         return tasks
 
-    def _graph_task(self, view: _CrawlView, kind: str, start: Entity, path: list[Step2], attr: str) -> Task:
+    def _graph_task(self, view: _CrawlView, kind: str, start: Entity, path: list[Step2],
+                    attr: str) -> Task:
         base = make_task(view.subgraph, start, path, attr)
-        meta = {**base.meta, **_crawl_meta(view.crawl, kind, base.meta["golden_path"], base.meta["golden_path"])}
+        golden = base.meta["golden_path"]
+        meta = {**base.meta, **_crawl_meta(view.crawl, kind, golden, golden)}
         return Task(base.question, base.answer, root_url=view.crawl.root_url, meta=meta)
 
     def _single_page(self, view: _CrawlView, rng: random.Random) -> Task | None:
-        e = view.entities[rng.randrange(len(view.entities))]
-        attr = ATTRIBUTES[e.type][rng.randrange(len(ATTRIBUTES[e.type]))].name
+        e = pick(rng, view.entities)
+        attr = pick(rng, ATTRIBUTES[e.type]).name
         return self._graph_task(view, "single_page", e, [], attr)
 
     def _multi_hop(self, view: _CrawlView, rng: random.Random) -> Task | None:
-        start = view.entities[rng.randrange(len(view.entities))]
-        hops = rng.randint(*self.hops)
+        start = pick(rng, view.entities)
+        hops = randint(rng, *self.hops)
         path = walk(view.subgraph, start.id, hops - 1, rng, functional_only=True)
         if not path:
             return None
         target = view.subgraph.entity(path[-1][1])
-        attr = ATTRIBUTES[target.type][rng.randrange(len(ATTRIBUTES[target.type]))].name
+        attr = pick(rng, ATTRIBUTES[target.type]).name
         return self._graph_task(view, "multi_hop", start, path, attr)
 
     def _counting(self, view: _CrawlView, rng: random.Random) -> Task | None:
         if not view.counts:
             return None
-        c = view.counts[rng.randrange(len(view.counts))]
+        c = pick(rng, view.counts)
         meta = _crawl_meta(view.crawl, "counting", [c.page_url], [c.page_url])
         meta.update(entities=list(c.entities), relations=[c.relation] if c.relation else [])
         return Task(c.question, f"{c.answer:,}", root_url=view.crawl.root_url, meta=meta)
@@ -381,14 +405,15 @@ class GraphQuestionWriter:
     def _intersection(self, view: _CrawlView, rng: random.Random) -> Task | None:
         if not view.pairs:
             return None
-        x, (r1, a_id), (r2, b_id) = view.pairs[rng.randrange(len(view.pairs))]
+        x, (r1, a_id), (r2, b_id) = pick(rng, view.pairs)
         a, b = self.graph.entity(a_id), self.graph.entity(b_id)
         first = RELATION_BY_NAME[r1].backward.format(o=a.name)
         second = RELATION_BY_NAME[r2].backward.format(o=b.name)
         question = f"Which {x.type} on {SITE_NAME} is both {first} and {second}?"
         # Read the complete list on A's page, then check each member's page.
         meta = _crawl_meta(view.crawl, "intersection", [a.url, x.url], [a.url, b.url, x.url])
-        meta.update(entities=[a.name, x.name, b.name], relations=[r1, r2])
+        meta.update(entities=[a.name, x.name], relations=[r1, r2],
+                    conditions=[[r1, a.name], [r2, b.name]])
         return Task(question, x.name, root_url=view.crawl.root_url, meta=meta)
 
 
@@ -414,7 +439,8 @@ def _writer_prompt(crawl: CrawlResult, urls: Sequence[str], excerpt_chars: int) 
         "\n\n".join(blocks)
         + f"\n\nWrite one question about the page{'s' if len(urls) > 1 else ''} above. {need}\n"
         "Reply with only a JSON object, no other text:\n"
-        '{"question": "...", "answer": "...", "evidence_urls": ["the URLs of the pages that hold the answer"]}'
+        '{"question": "...", "answer": "...", '
+        '"evidence_urls": ["the URLs of the pages that hold the answer"]}'
     )
 
 
@@ -449,8 +475,8 @@ class EngineQuestionWriter:
     question gives its answer away, are skipped and counted in ``stats``.
     """
 
-    def __init__(self, engine: ChatEngine, params: SamplingParams | None = None, *, max_pages: int = 3,
-                 excerpt_chars: int = 2000, min_page_chars: int = 200) -> None:
+    def __init__(self, engine: ChatEngine, params: SamplingParams | None = None, *,
+                 max_pages: int = 3, excerpt_chars: int = 2000, min_page_chars: int = 200) -> None:
         self.engine = engine
         self.params = params or SamplingParams(max_new_tokens=512, temperature=0.7, stop=())
         self.max_pages = max(1, max_pages)
@@ -463,22 +489,24 @@ class EngineQuestionWriter:
         candidates = [u for u in crawl.order if len(crawl.pages[u].text) >= self.min_page_chars]
         if not candidates:
             return []
-        urls = [candidates[rng.randrange(len(candidates))]]
-        for _ in range(rng.randint(1, self.max_pages) - 1):
+        urls = [pick(rng, candidates)]
+        for _ in range(randint(rng, 1, self.max_pages) - 1):
             nxt = [u for u in crawl.linked(urls[-1]) if u not in urls
                    and len(crawl.pages[u].text) >= self.min_page_chars]
             if not nxt:
                 break
-            urls.append(nxt[rng.randrange(len(nxt))])
+            urls.append(pick(rng, nxt))
         return urls
 
     def write(self, crawl: CrawlResult, rng: random.Random, n: int) -> list[Task]:
         picks = [urls for urls in (self.pick_pages(crawl, rng) for _ in range(n)) if urls]
         if not picks:
             return []
-        conversations = [[{"role": "system", "content": WRITER_SYSTEM},
-                          {"role": "user", "content": _writer_prompt(crawl, urls, self.excerpt_chars)}]
-                         for urls in picks]
+        conversations = [
+            [{"role": "system", "content": WRITER_SYSTEM},
+             {"role": "user", "content": _writer_prompt(crawl, urls, self.excerpt_chars)}]
+            for urls in picks
+        ]
         replies = self.engine.chat(conversations, self.params)
         self.stats["asked"] += len(picks)
         tasks = []
@@ -490,19 +518,19 @@ class EngineQuestionWriter:
         return tasks
 
     def _task(self, crawl: CrawlResult, urls: list[str], reply: str) -> Task | None:
-        row = parse_json_reply(reply)
-        question = _short_text(row.get("question")) if row else ""
-        answer = _short_text(row.get("answer")) if row else ""
+        row = parse_json_reply(reply) or {}
+        question, answer = _short_text(row.get("question")), _short_text(row.get("answer"))
         if not question or not answer:
             self.stats["malformed"] += 1
             return None
         if answer.casefold() in question.casefold():
             self.stats["leaky"] += 1
             return None
-        cited = row.get("evidence_urls") if isinstance(row, Mapping) else None
-        shown = set(urls)
-        evidence = [normalize_url(u) for u in cited if isinstance(u, str)] if isinstance(cited, list) else []
-        evidence = [u for u in dict.fromkeys(evidence) if u in shown] or list(urls)
+        listed = row.get("evidence_urls")
+        listed = listed if isinstance(listed, list) else []
+        cited = [normalize_url(u) for u in listed if isinstance(u, str)]
+        # Only pages that were shown count as evidence; with none, all of them do.
+        evidence = [u for u in dict.fromkeys(cited) if u in urls] or list(urls)
         kind = "single_source" if len(evidence) == 1 else "multi_source"
         meta = _crawl_meta(crawl, kind, urls, evidence)
         meta["writer"] = "engine"
@@ -529,16 +557,33 @@ def synthesize_crawlqa(
     split: str | None = None,
     test_fraction: float = 0.2,
     progress: bool = True,
-    max_rounds: int = 8,
 ) -> list[Task]:
-    """Crawl from ``root_url`` and write ``n`` distinct tasks (fewer, with a warning,
-    when the crawl offers no more). The same store, writer and ``seed`` give the same
-    tasks; ``split`` keeps only questions of that split (see ``split_of``).
-    """
+    """Crawl from ``root_url``, then ``questions_from_crawl``. The same store, writer
+    and ``seed`` give the same tasks."""
     if split not in (None, "train", "test"):
         raise ValueError(f"split={split!r} is not valid; use 'train', 'test' or None.")
     result = crawl(store, root_url, max_depth=max_depth, max_pages=max_pages, same_site=same_site,
                    progress=progress)
+    return questions_from_crawl(result, writer, n=n, seed=seed, split=split,
+                                test_fraction=test_fraction)
+
+
+def questions_from_crawl(
+    result: CrawlResult,
+    writer: QuestionWriter,
+    *,
+    n: int,
+    seed: int = 0,
+    split: str | None = None,
+    test_fraction: float = 0.2,
+    max_rounds: int = 8,
+) -> list[Task]:
+    """``n`` distinct tasks about the crawled pages (fewer, with a warning, when the
+    crawl offers no more); ``split`` keeps only questions of that split (``split_of``),
+    so train and test never share a question. Deterministic for a seed.
+    """
+    if split not in (None, "train", "test"):
+        raise ValueError(f"split={split!r} is not valid; use 'train', 'test' or None.")
     rng = random.Random(f"crawlqa-{seed}")
     share = 1.0 if split is None else (test_fraction if split == "test" else 1.0 - test_fraction)
     tasks: list[Task] = []
@@ -556,11 +601,12 @@ def synthesize_crawlqa(
             fresh += 1
             if _keep(task.question, split, test_fraction) and len(tasks) < n:
                 meta = {**task.meta, "split": split or "all", "seed": seed}
-                tasks.append(Task(task.question, task.answer, f"crawlqa-{split or 'all'}-{len(tasks)}",
+                task_id = f"crawlqa-{split or 'all'}-{len(tasks)}"
+                tasks.append(Task(task.question, task.answer, task_id,
                                   task.root_url or result.root_url, meta))
         if not fresh:
             break
     if len(tasks) < n:
-        log.warning("crawlqa: wrote %d of %d tasks; crawl more pages (max_pages=%d) for more.",
-                    len(tasks), n, max_pages)
+        log.warning("crawlqa: wrote %d of %d tasks from %d crawled pages; crawl more pages "
+                    "for more.", len(tasks), n, len(result.pages))
     return tasks

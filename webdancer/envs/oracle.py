@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webdancer.envs.tasks import Task
+from webdancer.web.synthetic_schema import ATTR_BY_NAME
 
 
 def tool_turn(think: str, name: str, arguments: dict[str, Any]) -> str:
@@ -32,6 +33,28 @@ def read_infobox(observation: str, label: str) -> str | None:
     if not match:
         return None
     return re.sub(r"\s*\[\d+\]", "", match.group(1)).strip()
+
+
+def read_fact(observation: str, entity_type: str, attribute: str) -> str | None:
+    """The value stated in a prose sentence of the site ("The city lies at an elevation of 3,031 m.").
+
+    Sentences follow the schema's templates, whose subject may be the name, the
+    surname or "the city"; any short subject phrase is accepted.
+    """
+    spec = ATTR_BY_NAME.get((entity_type, attribute))
+    if spec is None:
+        return None
+    subject = r"[\w'-]+(?: [\w'-]+){0,5}"
+    for template in spec.facts:
+        pattern = re.escape(template)
+        pattern = pattern.replace(re.escape("{av}"), r"an? (?P<v>[^.\n]+?)")
+        pattern = pattern.replace(re.escape("{v}"), r"(?P<v>[^\n]*?[^.\s])")
+        pattern = pattern.replace(re.escape("{s}"), subject, 1).replace(re.escape("{s}"), subject)
+        for match in re.finditer(pattern, observation):
+            value = re.sub(r"\s*\[\d+\]", "", match.group("v")).strip()
+            if spec.kind == "text" or value[:1].isdigit():  # "born in 1891", not "born in Port X"
+                return value
+    return None
 
 
 @dataclass
@@ -73,14 +96,17 @@ class OracleAgent:
                                  "search", {"query": [names[self.step_index]]})
             self.step_index += 1
             if self.step_index < len(path):
-                goal = f"{labels[self.step_index - 1]} of {names[self.step_index - 1]}"
+                goal = labels[self.step_index - 1]
                 think = (f"The page of {names[self.step_index - 1]} should name its "
                          f"{labels[self.step_index - 1].lower()}. I will read it.")
             else:
-                goal = f"{attr_label} of {names[-1]}"
+                spec = ATTR_BY_NAME.get((meta.get("entity_type", ""), meta.get("attribute", "")))
+                goal = f"{attr_label} ({spec.noun})" if spec else attr_label
                 think = f"Now I need the {attr_label.lower()} of {names[-1]}. I will read its page."
             return tool_turn(think, "visit", {"url": [url], "goal": goal})
         value = read_infobox(observation, attr_label)
+        if value is None and "entity_type" in meta:
+            value = read_fact(observation, meta["entity_type"], meta["attribute"])
         if value is None:
             return answer_turn(f"I could not find the {attr_label.lower()} on the page.", "unknown")
         return answer_turn(f"The page of {names[-1]} gives its {attr_label.lower()} as {value}.", value)

@@ -45,6 +45,7 @@ def make_task(graph: KnowledgeGraph, start: Entity, path: Sequence[tuple[str, st
         "relation_labels": [RELATION_BY_NAME[rel].label for rel, _ in path],
         "attribute": attr,
         "attribute_label": spec.label,
+        "entity_type": target.type,
         "source": "synthetic",
     }
     return Task(question=question, answer=format_value(spec, target.attributes[attr]),

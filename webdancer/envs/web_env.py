@@ -76,6 +76,8 @@ class WebEnv(gym.Env[str, str]):
         top_k: int = 10,
         visit_mode: str = "passages",
         visit_budget_chars: int = 3_000,
+        max_links: int = 20,
+        snippet_chars: int | None = None,
         reward_fn: RewardFn | None = None,
         reward_weights: Mapping[str, float] | None = None,
         allow_hosts: Sequence[str] = (),
@@ -99,8 +101,10 @@ class WebEnv(gym.Env[str, str]):
         self.max_turn_observation_chars = max_turn_observation_chars
         self.reward_fn: RewardFn = reward_fn or CombinedReward(reward_weights)
         self.render_mode = render_mode
+        if snippet_chars is not None and hasattr(search, "snippet_chars"):
+            search.snippet_chars = snippet_chars  # type: ignore[union-attr]
         self.ctx = ToolContext(store=store, search=search, top_k=top_k, visit_mode=visit_mode,
-                               visit_budget_chars=visit_budget_chars)
+                               visit_budget_chars=visit_budget_chars, max_links=max_links)
         self.observation_space = AnyText()
         self.action_space = AnyText()
         self.episode: Episode | None = None

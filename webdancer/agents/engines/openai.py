@@ -12,6 +12,13 @@ Requests run on a pool of ``concurrency`` threads; connection errors, HTTP 429 a
 HTTP 5xx are retried with exponential backoff (``Retry-After`` wins when the server
 sends it); every other failure raises ``OpenAIServerError`` with one sentence that
 names the server and the fix.
+
+Server notes. vLLM and SGLang take token-id prompts and return sampled ids with
+logprobs. ``transformers serve`` (``pip install "transformers[serving]"``) takes only
+string prompts, rejects request fields it does not know (``top_k`` included, so leave
+``top_k=0``), samples only when the model's ``generation_config`` has
+``do_sample=True`` (otherwise decoding is greedy whatever the temperature), and splits
+Qwen-style replies into reasoning, content and tool calls, which ``chat`` joins back.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from webdancer.agents.engines.base import (
     EOS_STOP,
@@ -96,7 +104,9 @@ class OpenAIEngine:
         if retries < 0:
             raise ValueError(f"retries={retries} must be >= 0.")
         if prompt_mode not in PROMPT_MODES:
-            raise ValueError(f"prompt_mode={prompt_mode!r} is not one of {', '.join(PROMPT_MODES)}.")
+            raise ValueError(
+                f"prompt_mode={prompt_mode!r} is not one of {', '.join(PROMPT_MODES)}."
+            )
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.concurrency = concurrency
@@ -114,7 +124,7 @@ class OpenAIEngine:
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=concurrency)
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -135,7 +145,9 @@ class OpenAIEngine:
         rows = list(enumerate(conversations))
         return self._map(lambda row: self._chat_one(row[1], params, row[0]), rows)
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[Generation]:
         """One ``Generation`` per prompt of token ids, in input order.
 
         Token mode (vLLM, SGLang): the ids go to ``/completions`` as the prompt with
@@ -149,11 +161,14 @@ class OpenAIEngine:
         serve``): the prompt is decoded with the tokenizer, sent as text, and the reply
         re-tokenized; the ids are then what the tokenizer makes of the text, not
         necessarily what was sampled, and **every logprob is NaN**. A reply that ended
-        on EOS gets ``tokenizer.eos_token_id`` appended. There is no fallback to
+        on EOS (or on a stop the server does not name) gets ``tokenizer.eos_token_id``
+        appended. In ``"auto"`` mode a 400/422 answer to a token-id prompt followed by
+        a successful text prompt switches the engine to text mode. There is no fallback to
         ``/chat/completions``: it would wrap the already-templated prompt in a second
         chat template.
 
-        In both modes the output is cut after the earliest stop string (kept).
+        In both modes the output is cut after the earliest stop string (kept); only the
+        first four stop strings are sent to the server, the rest are applied locally.
         """
         if self.tokenizer is None:
             raise ValueError(
@@ -193,22 +208,29 @@ class OpenAIEngine:
             stop = _server_stop_string(choice, params.stop)
             if stop is not None:
                 text += stop  # the server hit it and left it out
-        reason = "length" if stop is None and choice.get("finish_reason") == "length" else "stop"
-        return ChatGeneration(text=text, finish_reason=reason)
+        length = stop is None and choice.get("finish_reason") == "length"
+        return ChatGeneration(text=text, finish_reason="length" if length else "stop")
 
     # ----- completions -----
 
     def _generate_one(self, prompt: list[int], params: SamplingParams, row: int) -> Generation:
-        if self.prompt_mode in ("auto", "tokens"):
-            try:
-                return self._complete_tokens(prompt, params, row)
-            except OpenAIServerError as err:
-                if self.prompt_mode == "tokens" or err.status not in (400, 422):
-                    raise
-                self.prompt_mode = "text"  # for good: later calls go straight to text
-        return self._complete_text(prompt, params, row)
+        mode = self.prompt_mode
+        if mode == "text":
+            return self._complete_text(prompt, params, row)
+        try:
+            return self._complete_tokens(prompt, params, row)
+        except OpenAIServerError as err:
+            if mode == "tokens" or err.status not in (400, 422):
+                raise
+        # Switch only once a text prompt works, so that a bad request (say, a prompt
+        # too long) does not move a token-capable server to text mode.
+        generation = self._complete_text(prompt, params, row)
+        self.prompt_mode = "text"
+        return generation
 
-    def _complete_tokens(self, prompt: list[int], params: SamplingParams, row: int) -> Generation:
+    def _complete_tokens(
+        self, prompt: list[int], params: SamplingParams, row: int
+    ) -> Generation:
         body: dict[str, Any] = {"model": self.model, "prompt": prompt, "logprobs": 1}
         body.update(self._sampling_fields(params, row))
         # vLLM extras: ids instead of token strings, the stop string kept in the output,
@@ -233,21 +255,33 @@ class OpenAIEngine:
         return self._generation_from_text(choice, params)
 
     def _generation_from_ids(
-        self, ids: list[int], logprobs: list[float], choice: Mapping[str, Any], params: SamplingParams
+        self,
+        ids: list[int],
+        logprobs: list[float],
+        choice: Mapping[str, Any],
+        params: SamplingParams,
     ) -> Generation:
         text = self._decode(ids)
         stop = find_stop(text, params.stop)
         if stop is not None:
             keep = self._tokens_through_stop(ids, stop)
             ids, logprobs = ids[:keep], logprobs[:keep]
-            text = self._decode(ids)
-            return Generation(ids, logprobs, "stop", stop, text)
-        if choice.get("finish_reason") == "length":
-            return Generation(ids, logprobs, "length", None, text)
-        server_stop = _server_stop_string(choice, params.stop)
-        return Generation(ids, logprobs, "stop", server_stop or EOS_STOP, text)
+            finish = "stop"
+        elif choice.get("finish_reason") == "length":
+            finish = "length"
+        else:
+            finish, stop = "stop", _server_stop_string(choice, params.stop) or EOS_STOP
+        return Generation(
+            token_ids=ids,
+            logprobs=logprobs,
+            finish_reason=finish,
+            stop_string=stop,
+            text=self._decode(ids),
+        )
 
-    def _generation_from_text(self, choice: Mapping[str, Any], params: SamplingParams) -> Generation:
+    def _generation_from_text(
+        self, choice: Mapping[str, Any], params: SamplingParams
+    ) -> Generation:
         text, stop = _cut_at_stop(str(choice.get("text") or ""), params.stop)
         reason = choice.get("finish_reason")
         if stop is None and reason != "length":
@@ -259,8 +293,13 @@ class OpenAIEngine:
             stop = EOS_STOP
             if self.tokenizer.eos_token_id is not None:
                 ids.append(int(self.tokenizer.eos_token_id))
-        finish = "length" if stop is None else "stop"
-        return Generation(ids, [math.nan] * len(ids), finish, stop, text)
+        return Generation(
+            token_ids=ids,
+            logprobs=[math.nan] * len(ids),
+            finish_reason="length" if stop is None else "stop",
+            stop_string=stop,
+            text=text,
+        )
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -292,17 +331,19 @@ class OpenAIEngine:
             # identical samples.
             fields["seed"] = params.seed + row
         if params.top_k > 0:
-            fields["top_k"] = params.top_k  # not an OpenAI field; vLLM, SGLang and llama.cpp take it
+            fields["top_k"] = params.top_k  # not OpenAI's; vLLM, SGLang and llama.cpp take it
         return fields
 
-    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def _request(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         url = f"{self.base_url}/{path}"
-        connect_s = min(10.0, self.timeout_s)
+        timeout = (min(10.0, self.timeout_s), self.timeout_s)  # (connect, read)
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
                 resp = self._session.request(
-                    method, url, json=body, headers=self._headers, timeout=(connect_s, self.timeout_s)
+                    method, url, json=body, headers=self._headers, timeout=timeout
                 )
             except requests.exceptions.ConnectionError as err:
                 if last:
@@ -329,7 +370,7 @@ class OpenAIEngine:
             except ValueError as err:
                 raise OpenAIServerError(
                     f"{url} answered HTTP {resp.status_code} with something that is not JSON "
-                    f"({resp.text[:80]!r}); check that base_url points at the API root ending in /v1.",
+                    f"({resp.text[:80]!r}); point base_url at the API root ending in /v1.",
                     resp.status_code,
                 ) from err
         raise AssertionError("unreachable")  # the loop returns or raises
@@ -340,7 +381,9 @@ class OpenAIEngine:
             wait = self.backoff_s * (2**attempt)
         return min(max(wait, 0.0), MAX_BACKOFF_S)
 
-    def _http_error(self, resp: requests.Response, url: str, attempts: int) -> OpenAIServerError:
+    def _http_error(
+        self, resp: requests.Response, url: str, attempts: int
+    ) -> OpenAIServerError:
         code = resp.status_code
         detail = _error_detail(resp)
         where = f"the server at {self.base_url}"
@@ -364,7 +407,10 @@ class OpenAIEngine:
                 f"use one of: {', '.join(served)}."
             )
         elif code >= 500:
-            msg = f"{where} failed after {attempts} attempts (HTTP {code}: {detail}); check the server's log."
+            msg = (
+                f"{where} failed after {attempts} attempts (HTTP {code}: {detail}); "
+                "check the server's log."
+            )
         elif code == 404:
             msg = (
                 f"{url} does not exist (HTTP 404: {detail}); base_url must be the API root "
@@ -380,7 +426,9 @@ class OpenAIEngine:
     def _served_models(self) -> list[str]:
         """The listed model names, or ``[]`` when the server does not list them."""
         try:
-            resp = self._session.get(f"{self.base_url}/models", headers=self._headers, timeout=5.0)
+            # A fresh connection: uvicorn resets the pooled one after an unhandled error.
+            url = f"{self.base_url}/models"
+            resp = requests.get(url, headers=self._headers, timeout=5.0)
             data = resp.json() if resp.ok else {}
         except (requests.RequestException, ValueError):
             return []
@@ -413,8 +461,8 @@ def _token_ids(prompt: Sequence[int], index: int) -> list[int]:
         return [int(t) for t in prompt]
     except (TypeError, ValueError):
         raise TypeError(
-            f"prompt {index} is not a sequence of token ids ({str(prompt)[:60]}); pass lists of "
-            "ints, e.g. tokenizer.apply_chat_template(..., tokenize=True, return_dict=False)."
+            f"prompt {index} is not a sequence of token ids ({str(prompt)[:60]}); pass lists "
+            "of ints, e.g. tokenizer.apply_chat_template(..., return_dict=False)."
         ) from None
 
 
@@ -430,13 +478,13 @@ def _message_text(message: Mapping[str, Any]) -> str:
         text = f"<think>\n{reasoning}\n</think>\n\n{text}"
     for call in message.get("tool_calls") or []:
         fn = call.get("function", call) if isinstance(call, Mapping) else {}
-        arguments = fn.get("arguments", {})
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except ValueError:
-                pass  # keep the model's malformed JSON as it wrote it
-        payload = json.dumps({"name": fn.get("name"), "arguments": arguments}, ensure_ascii=False)
+        name, arguments = fn.get("name"), fn.get("arguments", {})
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+            payload = json.dumps({"name": name, "arguments": parsed}, ensure_ascii=False)
+        except ValueError:
+            # Malformed JSON stays as the model wrote it, so that it still reads as invalid.
+            payload = f'{{"name": {json.dumps(name)}, "arguments": {arguments}}}'
         separator = "\n" if text else ""
         text += f"{separator}<tool_call>\n{payload}\n</tool_call>"
     return text
