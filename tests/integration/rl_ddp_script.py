@@ -1,0 +1,67 @@
+"""Run under `accelerate launch --num_processes N --cpu`: one policy-gradient step on a
+fixed batch split across processes; rank 0 writes the gradients to argv[2]."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from accelerate import Accelerator
+from transformers import AutoModelForCausalLM
+
+from webdancer.algos import ALGORITHMS
+from webdancer.algos.rl_batch import Sample, recompute_logprobs, update_step
+
+
+class CaptureGrads:
+    """Stands in for the optimizer: keeps the reduced gradients instead of stepping."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.grads = model, None
+
+    def step(self) -> None:
+        self.grads = {n: p.grad.detach().clone() for n, p in self.model.named_parameters() if p.grad is not None}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.model.zero_grad(set_to_none=set_to_none)
+
+
+class NoSchedule:
+    def step(self) -> None:
+        pass
+
+
+def fixed_samples(vocab: int) -> list[Sample]:
+    gen = torch.Generator().manual_seed(0)
+    samples = []
+    for i in range(8):  # uneven lengths and loss-token counts across what each rank gets
+        n = 12 + 7 * i
+        ids = torch.randint(0, vocab, (n,), generator=gen).tolist()
+        mask = [0] * 5 + [int(torch.rand((), generator=gen) < 0.7) for _ in range(n - 5)]
+        samples.append(Sample(ids, mask, advantage=float(i % 3) - 1.0))
+    return samples
+
+
+def main() -> None:
+    model_dir, out = sys.argv[1], sys.argv[2]
+    algo_name = sys.argv[3] if len(sys.argv) > 3 else "dapo"
+    torch.manual_seed(0)
+    accelerator = Accelerator(cpu=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    samples = fixed_samples(model.config.vocab_size)
+    recompute_logprobs(model, samples, pad_id=0, micro_batch_size=4)
+    for s in samples:  # make pi_old differ from pi so the ratio and clipping matter
+        s.old_logp = [x + 0.1 * ((j % 5) - 2) for j, x in enumerate(s.old_logp)]
+    capture = CaptureGrads(model)
+    model, _ = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.0))
+    algo = ALGORITHMS.get(algo_name)
+    mine = samples[accelerator.process_index:: accelerator.num_processes]
+    update_step(model, capture, NoSchedule(), accelerator, algo, algo.make_config({}), mine, pad_id=0,
+                micro_batch_size=2, grad_clip=1e9)
+    if accelerator.is_main_process:
+        torch.save(capture.grads, out)
+    accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()

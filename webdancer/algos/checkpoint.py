@@ -1,0 +1,111 @@
+"""Checkpoints: weights as safetensors, optimizer/scheduler/RNG state, written atomically.
+
+    run_dir/checkpoints/step-000010/
+        model.safetensors, config.json, tokenizer files   (a loadable HF directory)
+        optimizer.pt, scheduler.pt, rng.pt, trainer_state.json
+
+A checkpoint is written into a temporary sibling directory and renamed into place,
+so a kill mid-write never leaves a half checkpoint that ``latest_checkpoint`` picks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.json"
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(ckpt_dir: str | Path, *, model: Any, tokenizer: Any = None, optimizer: Any = None,
+                    scheduler: Any = None, state: Mapping[str, Any], accelerator: Any = None) -> Path:
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
+    if accelerator is not None:
+        model = accelerator.unwrap_model(model)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{ckpt_dir.name}.", dir=ckpt_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(_rng_state(), tmp / "rng.pt")
+        (tmp / STATE_FILE).write_text(json.dumps(dict(state), indent=2), encoding="utf-8")
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+        os.replace(tmp, ckpt_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ckpt_dir
+
+
+def load_checkpoint(ckpt_dir: str | Path, *, model: Any = None, optimizer: Any = None,
+                    scheduler: Any = None) -> dict[str, Any]:
+    """Restore what is given (and the RNG states); -> the saved trainer state."""
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / STATE_FILE).exists():
+        raise FileNotFoundError(f"{ckpt_dir} is not a checkpoint (no {STATE_FILE}); point resume at a run directory.")
+    if model is not None:
+        from safetensors.torch import load_file
+
+        weights = load_file(ckpt_dir / "model.safetensors")
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        tied = set(getattr(model, "_tied_weights_keys", None) or [])
+        missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint {ckpt_dir} does not fit the model (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]}); resume with the same model config.")
+    if optimizer is not None and (ckpt_dir / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=False))
+    if scheduler is not None and (ckpt_dir / "scheduler.pt").exists():
+        scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=False))
+    if (ckpt_dir / "rng.pt").exists():
+        _set_rng_state(torch.load(ckpt_dir / "rng.pt", weights_only=False))
+    return json.loads((ckpt_dir / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.exists():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    if keep <= 0:
+        return
+    for path in checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,342 @@
+"""The RL loop shared by every algorithm: rollout -> reward -> filter -> update -> log.
+
+    webdancer rl model=runs/sft/final algo=dapo algo.clip_high=0.28 steps=50
+
+One step: draw prompts, roll out ``group_size`` samples of each through WebEnv with
+the policy itself as the engine, score them (the env's reward: 0.1 x format + 0.9 x
+answer by default), let the algorithm drop groups (DAPO's dynamic sampling) and
+generate more until the batch holds ``prompts_per_step`` groups or the round cap is
+hit, shape rewards (soft overlong), compute advantages, recompute pi_old, then run
+``epochs`` passes of mini-batch updates. The algorithm is only ever called by name
+through ``ALGORITHMS``; its math lives in its own file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from webdancer.agents.engines.hf import HFEngine
+from webdancer.agents.rollout import Rollout, RolloutConfig
+from webdancer.agents.trajectory import Trajectory
+from webdancer.algos import ALGORITHMS
+from webdancer.algos.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from webdancer.algos.rl_batch import Sample, recompute_logprobs, update_step
+from webdancer.conf.rl import RLConfig, split_algo
+from webdancer.envs.registration import ensure_synthetic_web
+from webdancer.envs.synthetic_tasks import SyntheticTasks
+from webdancer.envs.tasks import Task, load_jsonl_tasks
+from webdancer.envs.web_env import WebEnv
+from webdancer.rewards import CombinedReward
+from webdancer.runlog import RunLogger
+from webdancer.web.webdir import WebDir
+
+log = logging.getLogger("webdancer.rl")
+NON_ANSWER_TERMS = ("format", "overlong", "total")
+
+
+# ----------------------------------------------------------------------------- setup
+def load_tasks(cfg: RLConfig, web: Path) -> tuple[list[Task], list[Task]]:
+    t = cfg.tasks
+    graph = None
+    if t.train is None or t.test is None:
+        graph = WebDir(web).graph()
+    hops = (t.hops_low, t.hops_high)
+    train = (list(load_jsonl_tasks(t.train)) if t.train else
+             list(SyntheticTasks(graph, n=t.n_train, hops=hops, split="train", seed=t.seed)))
+    test = (list(load_jsonl_tasks(t.test)) if t.test else
+            list(SyntheticTasks(graph, n=t.n_test, hops=hops, split="test", seed=t.seed)))
+    overlap = {x.question for x in train} & {x.question for x in test}
+    if overlap:
+        raise ValueError(f"{len(overlap)} questions are in both the train and test tasks; held-out means disjoint.")
+    return train, test
+
+
+def make_env_fn(cfg: RLConfig, web: Path, tasks: list[Task]) -> Any:
+    e = cfg.env
+    reward = CombinedReward(dict(cfg.reward))
+
+    def env_fn() -> WebEnv:
+        return WebEnv(web, tasks=tasks, mode=e.mode, max_turns=cfg.rollout.max_turns, top_k=e.top_k,
+                      visit_budget_chars=e.visit_budget_chars, max_links=e.max_links,
+                      snippet_chars=e.snippet_chars, max_observation_chars=e.max_observation_chars,
+                      max_turn_observation_chars=e.max_turn_observation_chars, reward_fn=reward)
+
+    return env_fn
+
+
+def rollout_config(cfg: RLConfig, **changes: Any) -> RolloutConfig:
+    r = cfg.rollout
+    base = RolloutConfig(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens,
+                         max_context_tokens=r.max_context_tokens, temperature=r.temperature, top_p=r.top_p,
+                         top_k=r.top_k, prompt_style=r.prompt_style, tool_role=r.tool_role, seed=cfg.seed,
+                         date="2025-01-01", progress=cfg.progress)
+    return dataclasses.replace(base, **changes)
+
+
+def answer_term(weights: dict[str, float]) -> str:
+    names = [k for k in weights if k not in NON_ANSWER_TERMS]
+    return names[0] if names else "exact_match"
+
+
+def max_response_tokens(cfg: RLConfig) -> int:
+    """L_max of the overlong penalty: the most tokens a policy can generate in one episode."""
+    r = cfg.rollout
+    return min(r.max_turns * r.max_new_tokens, r.max_context_tokens)
+
+
+def fit_overlong_cache(algo_cfg: Any, cfg: RLConfig) -> Any:
+    """Scale an overlong buffer larger than the response budget to the recipe's ratio (0.2 L_max)."""
+    cache = getattr(algo_cfg, "overlong_cache", None)
+    max_len = max_response_tokens(cfg)
+    if cache is None or cache <= max_len:
+        return algo_cfg
+    fitted = max(1, max_len // 5)
+    log.warning("overlong_cache=%d exceeds the %d-token response budget; using %d (0.2 x L_max, as the "
+                "DAPO recipe's 4096 of 20480)", cache, max_len, fitted)
+    return dataclasses.replace(algo_cfg, overlong_cache=fitted)
+
+
+# ----------------------------------------------------------------------------- metrics
+def rollout_metrics(trajs: list[Trajectory], answer_key: str) -> dict[str, float]:
+    if not trajs:
+        return {}
+    rewards = np.array([t.reward for t in trajs])
+    turns = sum(len(t.turns) for t in trajs)
+    return {
+        "reward/mean": float(rewards.mean()),
+        "reward/std": float(rewards.std()),
+        "rollout/accuracy": float(np.mean([t.reward_breakdown.get(answer_key, 0.0) for t in trajs])),
+        "rollout/format_score": float(np.mean([t.reward_breakdown.get("format", 0.0) for t in trajs])),
+        "rollout/invalid_action_rate": sum(t.invalid_actions for t in trajs) / max(turns, 1),
+        "rollout/tool_calls_mean": float(np.mean([t.tool_calls for t in trajs])),
+        "rollout/turns_mean": turns / len(trajs),
+        "rollout/response_length_mean": float(np.mean([t.response_length for t in trajs])),
+        "rollout/episode_length_mean": float(np.mean([t.length for t in trajs])),
+        "rollout/answered_rate": float(np.mean([t.answer is not None for t in trajs])),
+    }
+
+
+def evaluate(rollout: Rollout, tasks: list[Task], runs: int, answer_key: str) -> dict[str, float]:
+    """Accuracy on held-out tasks: ``runs`` samples each; Pass@1 is their mean."""
+    trajs = rollout.run(tasks, group_size=runs)
+    m = rollout_metrics(trajs, answer_key)
+    return {"eval/accuracy": m["rollout/accuracy"], "eval/invalid_action_rate": m["rollout/invalid_action_rate"],
+            "eval/tool_calls_mean": m["rollout/tool_calls_mean"], "eval/reward_mean": m["reward/mean"]}
+
+
+# ----------------------------------------------------------------------------- the batch
+class TaskStream:
+    """Training tasks in a seeded order, epoch after epoch; ``position`` is resumable."""
+
+    def __init__(self, tasks: list[Task], seed: int, position: int = 0) -> None:
+        self.tasks, self.seed, self.position = tasks, seed, position
+
+    def take(self, n: int) -> list[Task]:
+        out = []
+        for _ in range(n):
+            epoch, i = divmod(self.position, len(self.tasks))
+            order = random.Random(self.seed * 1_000_003 + epoch).sample(range(len(self.tasks)), len(self.tasks))
+            out.append(self.tasks[order[i]])
+            self.position += 1
+        return out
+
+
+def collect(rollout: Rollout, stream: TaskStream, algo: Any, algo_cfg: Any, cfg: RLConfig,
+            group_counter: int) -> tuple[list[Trajectory], list[Trajectory], dict[str, float], int]:
+    """Roll out until ``prompts_per_step`` groups pass the algorithm's filter.
+
+    -> (kept trajectories, every trajectory generated, filter metrics, next group id).
+    Stops after ``max_gen_rounds`` rounds and trains on what it has (logged), rather than
+    stalling when every group scores the same (REFERENCES pitfall 4).
+    """
+    target, G = cfg.prompts_per_step, cfg.group_size
+    max_rounds = algo_cfg.max_gen_rounds if getattr(algo_cfg, "dynamic_sampling", False) else 1
+    kept: list[list[Trajectory]] = []
+    preferred: list[bool] = []
+    generated: list[Trajectory] = []
+    rounds = 0
+    while len(kept) < target and rounds < max_rounds:
+        trajs = rollout.run(stream.take(target - len(kept)), group_size=G, group_offset=group_counter)
+        group_counter += len(trajs) // G
+        generated += trajs
+        rounds += 1
+        rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+        groups = torch.tensor([t.group for t in trajs])
+        keep = algo.sample_filter(rewards, groups, algo_cfg)
+        first = algo.sample_priority(rewards, groups, algo_cfg)
+        for g in range(0, len(trajs), G):
+            if bool(keep[g]):
+                kept.append(trajs[g: g + G])
+                preferred.append(bool(first[g]))
+    if len(kept) > target:  # surplus: preferred groups first, then generation order
+        order = sorted(range(len(kept)), key=lambda i: (not preferred[i], i))[:target]
+        kept = [kept[i] for i in sorted(order)]
+    n_groups = len(generated) // G
+    metrics = {"filter/gen_rounds": float(rounds), "filter/groups_generated": float(n_groups),
+               "filter/kept_group_ratio": len(kept) / max(n_groups, 1),
+               "filter/dropped_groups": float(n_groups - len(kept)),
+               "filter/batch_filled": float(len(kept) >= target)}
+    if len(kept) < target:
+        log.warning("only %d of %d groups passed the filter after %d rounds; training on those", len(kept),
+                    target, rounds)
+    return [t for group in kept for t in group], generated, metrics, group_counter
+
+
+def make_samples(trajs: list[Trajectory], algo: Any, algo_cfg: Any, cfg: RLConfig) -> list[Sample]:
+    rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+    groups = torch.tensor([t.group for t in trajs])
+    lengths = torch.tensor([t.response_length for t in trajs])
+    truncated = torch.tensor([t.termination != "answer" for t in trajs])
+    shaped = algo.shape_rewards(rewards, lengths, truncated, algo_cfg, max_len=max_response_tokens(cfg))
+    adv = algo.advantages(shaped, groups, algo_cfg)
+    loss_ok = algo.loss_sample_mask(truncated, algo_cfg)
+    return [Sample(t.ids, t.loss_mask if bool(ok) else [0] * len(t.ids), float(a),
+                   old_logp=list(t.logprobs) if cfg.old_logprobs == "engine" else None)
+            for t, a, ok in zip(trajs, adv.tolist(), loss_ok)]
+
+
+# ----------------------------------------------------------------------------- the loop
+def train_rl(cfg: RLConfig) -> Path:
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_constant_schedule_with_warmup
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    algo_name, algo_values = split_algo(cfg.algo)
+    algo = ALGORITHMS.get(algo_name)
+    algo_cfg = fit_overlong_cache(algo.make_config(algo_values), cfg)
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    dtype = getattr(torch, cfg.dtype)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
+    ref_model = None
+    if algo_cfg.kl_coef > 0:
+        ref_model = AutoModelForCausalLM.from_pretrained(cfg.ref_model or cfg.model, dtype=dtype).eval()
+        ref_model.requires_grad_(False)
+        ref_model.to(accelerator.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    policy = accelerator.unwrap_model(model)
+    engine = HFEngine(policy, tokenizer)  # the same weights: an update is visible to the next rollout
+
+    web = Path(cfg.env.web) if cfg.env.web else ensure_synthetic_web(cfg.env.pages, cfg.env.site_seed)
+    train_tasks, test_tasks = load_tasks(cfg, web)
+    # Each process rolls out its own share of the prompts; groups never straddle processes.
+    rank, world = accelerator.process_index, accelerator.num_processes
+    train_rollout = Rollout(engine, make_env_fn(cfg, web, train_tasks), rollout_config(cfg))
+    eval_rollout = Rollout(engine, make_env_fn(cfg, web, test_tasks),
+                           rollout_config(cfg, temperature=cfg.eval_temperature, top_p=0.95))
+    answer_key = answer_term(dict(cfg.reward))
+
+    start, group_counter, position = 0, rank * 10**9, 0
+    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model=policy, optimizer=optimizer, scheduler=scheduler)
+        start, group_counter, position = state["step"], state["group_counter"], state["position"]
+        log.info("resumed from %s at step %d", ckpt, start)
+    stream = TaskStream(train_tasks[rank::world], cfg.seed, position)
+    logger = RunLogger(run_dir, config=_plain(cfg), wandb_mode=cfg.wandb_mode, resume_step=start if ckpt else None)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    for step in range(start, cfg.steps):
+        t0 = time.perf_counter()
+        stats0 = dataclasses.replace(train_rollout.stats)
+        policy.eval()
+        trajs, generated, metrics, group_counter = collect(train_rollout, stream, algo, algo_cfg, cfg,
+                                                           group_counter)
+        t_rollout = time.perf_counter() - t0
+        metrics.update(rollout_metrics(generated, answer_key))
+        gen_tokens = train_rollout.stats.generated_tokens - stats0.generated_tokens
+        env_s = train_rollout.stats.env_s - stats0.env_s
+        metrics.update({"perf/rollout_tokens_per_s": gen_tokens / max(t_rollout, 1e-9),
+                        "perf/env_share": env_s / max(t_rollout, 1e-9), "perf/rollout_s": t_rollout})
+        t1 = time.perf_counter()
+        if trajs:
+            metrics.update(_update(model, policy, ref_model, optimizer, scheduler, accelerator, algo, algo_cfg,
+                                   cfg, trajs, pad_id))
+        t_update = time.perf_counter() - t1
+        metrics["perf/update_tokens_per_s"] = metrics.get("actor/tokens", 0.0) / max(t_update, 1e-9)
+        metrics["actor/lr"] = scheduler.get_last_lr()[0]
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            policy.eval()
+            metrics.update(evaluate(eval_rollout, test_tasks, cfg.eval_runs, answer_key))
+        metrics["perf/step_s"] = time.perf_counter() - t0
+        if accelerator.is_main_process:
+            logger.log(step + 1, metrics)
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            _save(run_dir, step + 1, policy, tokenizer, optimizer, scheduler, accelerator, group_counter,
+                  stream.position, cfg.keep_checkpoints)
+    if accelerator.is_main_process:
+        _save(run_dir, cfg.steps, policy, tokenizer, optimizer, scheduler, accelerator, group_counter,
+              stream.position, cfg.keep_checkpoints)
+        policy.save_pretrained(run_dir / "final", safe_serialization=True)
+        tokenizer.save_pretrained(run_dir / "final")
+        logger.close(["reward/mean", "rollout/accuracy", "rollout/invalid_action_rate", "actor/entropy",
+                      "actor/clip_frac", "actor/approx_kl", "rollout/response_length_mean",
+                      "filter/kept_group_ratio", "eval/accuracy"])
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
+            algo: Any, algo_cfg: Any, cfg: RLConfig, trajs: list[Trajectory], pad_id: int) -> dict[str, float]:
+    samples = make_samples(trajs, algo, algo_cfg, cfg)
+    policy.eval()
+    if cfg.old_logprobs == "recompute":  # pi_old from the trainer itself (REFERENCES pitfall 3)
+        recompute_logprobs(policy, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size)
+    if ref_model is not None:
+        recompute_logprobs(ref_model, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size,
+                           field="ref_logp")
+    per_update = cfg.mini_batch_prompts * cfg.group_size
+    sums: dict[str, float] = {}
+    n_updates = 0
+    rng = random.Random(cfg.seed + len(trajs))
+    for _ in range(cfg.epochs):
+        # Shuffle whole groups so a mini-batch holds complete groups.
+        groups = [samples[i: i + cfg.group_size] for i in range(0, len(samples), cfg.group_size)]
+        rng.shuffle(groups)
+        flat = [s for g in groups for s in g]
+        for i in range(0, len(flat), per_update):
+            m = update_step(model, optimizer, scheduler, accelerator, algo, algo_cfg, flat[i: i + per_update],
+                            pad_id=pad_id, micro_batch_size=cfg.micro_batch_size, grad_clip=cfg.grad_clip)
+            n_updates += 1
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v
+    out = {k: v / max(n_updates, 1) for k, v in sums.items()}
+    out["actor/tokens"] = sums.get("actor/tokens", 0.0)
+    out["actor/updates"] = float(n_updates)
+    adv = [s.advantage for s in samples]
+    out["actor/advantage_abs_mean"] = float(np.mean(np.abs(adv))) if adv else 0.0
+    return out
+
+
+def _save(run_dir: Path, step: int, policy: Any, tokenizer: Any, optimizer: Any, scheduler: Any,
+          accelerator: Any, group_counter: int, position: int, keep: int) -> None:
+    save_checkpoint(run_dir / "checkpoints" / f"step-{step:06d}", model=policy, tokenizer=tokenizer,
+                    optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
+                    state={"step": step, "group_counter": group_counter, "position": position})
+    prune_checkpoints(run_dir, keep)
+
+
+def _plain(cfg: RLConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def rl_command(cfg: RLConfig) -> Path:
+    """``webdancer rl``: the run directory is Hydra's unless ``out=`` says otherwise."""
+    return train_rl(cfg)

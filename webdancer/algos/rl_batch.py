@@ -1,0 +1,130 @@
+"""Tensors for the policy update: batching trajectories, token log-probs, one optimizer step.
+
+Positions follow the token ids: ``logp[:, t]`` is the log-probability of ``ids[:, t]``
+given ``ids[:, :t]`` (position 0 has none and is never in the loss mask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from webdancer.algos.base import Algorithm
+from webdancer.algos.losses import step_loss_scales
+
+
+@dataclass
+class Sample:
+    """One sequence ready for the loss."""
+
+    ids: list[int]
+    loss_mask: list[int]  # 1 on generated tokens whose loss counts
+    advantage: float
+    old_logp: list[float] | None = None  # filled by recompute_logprobs or from the engine
+    ref_logp: list[float] | None = None
+
+
+@dataclass
+class PolicyBatch:
+    input_ids: Tensor  # (B, T) right-padded
+    attention_mask: Tensor  # (B, T)
+    loss_mask: Tensor  # (B, T) float
+    advantages: Tensor  # (B,)
+    old_logp: Tensor | None  # (B, T)
+    ref_logp: Tensor | None  # (B, T)
+
+
+def _pad(rows: Sequence[Sequence[float]], width: int, value: float, dtype: torch.dtype) -> Tensor:
+    out = torch.full((len(rows), width), value, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=dtype)
+    return out
+
+
+def collate(samples: Sequence[Sample], pad_id: int, device: torch.device | str = "cpu") -> PolicyBatch:
+    width = max(len(s.ids) for s in samples)
+    ids = _pad([s.ids for s in samples], width, pad_id, torch.long)
+    attn = _pad([[1] * len(s.ids) for s in samples], width, 0, torch.long)
+    mask = _pad([s.loss_mask for s in samples], width, 0, torch.float32)
+    mask[:, 0] = 0.0
+    adv = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
+    old = _pad([s.old_logp for s in samples], width, 0.0, torch.float32) if samples[0].old_logp else None
+    ref = _pad([s.ref_logp for s in samples], width, 0.0, torch.float32) if samples[0].ref_logp else None
+    to = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return PolicyBatch(to(ids), to(attn), to(mask), to(adv), to(old), to(ref))
+
+
+def token_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, *,
+                   with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+    """-> (logp (B, T), entropy (B, T) or None) of each token under ``model``."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # (B, T-1, V)
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, input_ids[:, 1:, None])[..., 0]  # (B, T-1)
+    logp = torch.nn.functional.pad(logp, (1, 0))
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = torch.nn.functional.pad(-(logp_all.exp() * logp_all).sum(-1), (1, 0))
+    return logp, entropy
+
+
+@torch.no_grad()
+def recompute_logprobs(model: Any, samples: Sequence[Sample], *, pad_id: int, micro_batch_size: int,
+                       field: str = "old_logp") -> None:
+    """Fill ``sample.<field>`` with ``model``'s log-probs (PPO's pi_old, or the reference)."""
+    device = next(model.parameters()).device
+    for i in range(0, len(samples), micro_batch_size):
+        chunk = samples[i: i + micro_batch_size]
+        batch = collate([Sample(s.ids, s.loss_mask, 0.0) for s in chunk], pad_id, device)
+        logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask)
+        for s, row in zip(chunk, logp.cpu()):
+            setattr(s, field, row[: len(s.ids)].tolist())
+
+
+def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, algo: Algorithm, algo_cfg: Any,
+                samples: Sequence[Sample], *, pad_id: int, micro_batch_size: int, grad_clip: float
+                ) -> dict[str, float]:
+    """One optimizer step over ``samples`` (this process's share of a mini-batch).
+
+    The loss is scaled so that summing micro-batches and averaging gradients over
+    processes gives the algorithm's aggregation over the whole step
+    (``losses.step_loss_scales``): the token mean stays global.
+    """
+    device = accelerator.device
+    chunks = [samples[i: i + micro_batch_size] for i in range(0, len(samples), micro_batch_size)]
+    batches = [collate(chunk, pad_id, device) for chunk in chunks]
+    scale_tokens, scale_seqs = step_loss_scales([b.loss_mask for b in batches])
+    sums: dict[str, float] = {}
+    n_tok = 0.0
+    model.train()
+    for k, batch in enumerate(batches):
+        last = k == len(batches) - 1
+        ctx = nullcontext() if last or accelerator.num_processes == 1 else accelerator.no_sync(model)
+        with ctx:
+            logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, with_entropy=True)
+            assert batch.old_logp is not None, "old log-probs must be filled before the update"
+            loss, metrics = algo.policy_loss(logp, batch.old_logp, batch.advantages, batch.loss_mask, algo_cfg,
+                                             ref_logp=batch.ref_logp, scale_tokens=scale_tokens,
+                                             scale_seqs=scale_seqs)
+            accelerator.backward(loss)
+        tokens = float(batch.loss_mask.sum())
+        n_tok += tokens
+        assert entropy is not None
+        metrics = {**metrics, "entropy": (entropy * batch.loss_mask).sum() / max(tokens, 1.0)}
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + float(value) * tokens
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    out = {f"actor/{k}": v / max(n_tok, 1.0) for k, v in sums.items() if k != "loss"}
+    out["actor/loss"] = sums.get("loss", 0.0)
+    out["actor/grad_norm"] = float(grad_norm)
+    out["actor/tokens"] = n_tok
+    return out

@@ -1,0 +1,129 @@
+"""Structured configs of ``webdancer rl``.
+
+``algo`` is a Hydra config group with one entry per registered algorithm, each
+holding that algorithm's own config dataclass, so ``algo=grpo`` swaps the method and
+``algo.clip_high=0.32`` tunes it (an unknown key is an error naming the valid ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+@dataclass
+class EnvSection:
+    """The environment the policy browses: a web directory, or the cached synthetic site."""
+
+    web: str | None = None  # web directory; None: the synthetic site (pages, site_seed), built once
+    pages: int = 2000
+    site_seed: int = 0
+    mode: str = "replay"
+    top_k: int = 10  # search results per query
+    snippet_chars: int = 300
+    visit_budget_chars: int = 3000
+    max_links: int = 20
+    max_observation_chars: int = 60_000
+    max_turn_observation_chars: int = 8_000
+
+
+@dataclass
+class TaskSection:
+    """Training and held-out tasks: JSONL files, or synthetic multi-hop tasks."""
+
+    train: str | None = None  # JSONL; None: synthetic train split
+    test: str | None = None  # JSONL; None: synthetic test split
+    n_train: int = 1000
+    n_test: int = 100
+    hops_low: int = 1
+    hops_high: int = 3
+    seed: int = 0
+
+
+@dataclass
+class RolloutSection:
+    max_turns: int = 8
+    max_new_tokens: int = 256
+    max_context_tokens: int = 4096
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    prompt_style: str = "webdancer"
+    tool_role: bool = False
+
+
+@dataclass
+class RLConfig:
+    """``webdancer rl``: DAPO (or any registered algorithm) from a model checkpoint."""
+
+    defaults: list[Any] = field(default_factory=lambda: [{"algo": "dapo"}, "_self_"])
+    algo: Any = MISSING
+    model: str = MISSING  # HF model directory or hub name
+    out: str = "${hydra:runtime.output_dir}"  # run directory: Hydra's, one per run of a sweep
+    env: EnvSection = field(default_factory=EnvSection)
+    tasks: TaskSection = field(default_factory=TaskSection)
+    rollout: RolloutSection = field(default_factory=RolloutSection)
+    reward: dict[str, float] = field(default_factory=lambda: {"format": 0.1, "exact_match": 0.9})
+    steps: int = 100
+    prompts_per_step: int = 16  # groups per update batch (after dynamic sampling)
+    group_size: int = 8  # G rollouts per prompt
+    mini_batch_prompts: int = 16  # prompts per optimizer step (updates per batch = prompts_per_step / this)
+    epochs: int = 1  # passes over each rollout batch
+    micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
+    old_logprobs: str = "recompute"  # recompute | engine (sampling logprobs, importance-corrected)
+    lr: float = 1e-6
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ref_model: str | None = None  # for algorithms with kl_coef > 0; default: the initial model
+    eval_every: int = 0  # 0: only at the end
+    eval_runs: int = 1
+    eval_temperature: float = 0.6
+    seed: int = 0
+    save_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2
+    resume: bool = False
+    wandb_mode: str = "offline"
+    dtype: str = "float32"
+    progress: bool = True
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+
+    def __post_init__(self) -> None:
+        if self.old_logprobs not in ("recompute", "engine"):
+            raise ValueError(f"old_logprobs={self.old_logprobs!r} is not valid; use recompute or engine.")
+        if self.prompts_per_step % self.mini_batch_prompts:
+            raise ValueError(f"prompts_per_step={self.prompts_per_step} must be a multiple of "
+                             f"mini_batch_prompts={self.mini_batch_prompts}.")
+        if self.group_size < 2:
+            raise ValueError(f"group_size={self.group_size} must be at least 2 for group-relative advantages.")
+
+
+def algo_node(name: str, config_type: type) -> type:
+    """A dataclass for the ``algo`` group entry: ``name`` plus the algorithm's own fields."""
+    hints = typing.get_type_hints(config_type)  # real types, also under postponed annotations
+    fields: list[Any] = [("name", str, field(default=name))]
+    for f in dataclasses.fields(config_type):
+        default = f.default if f.default is not dataclasses.MISSING else MISSING
+        fields.append((f.name, hints[f.name], field(default=default)))
+    return dataclasses.make_dataclass(f"{config_type.__name__}Node", fields)
+
+
+def register_rl_configs() -> None:
+    """Register every algorithm as an entry of the ``algo`` config group."""
+    from hydra.core.config_store import ConfigStore
+
+    from webdancer.algos import ALGORITHMS
+
+    cs = ConfigStore.instance()
+    for name in ALGORITHMS.names():
+        cs.store(group="algo", name=name, node=algo_node(name, ALGORITHMS.get(name).config_type))
+
+
+def split_algo(node: Any) -> tuple[str, dict[str, Any]]:
+    """-> (algorithm name, its config values) from the ``algo`` group entry."""
+    values = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else dict(node)
+    return values.pop("name"), values
