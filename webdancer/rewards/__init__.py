@@ -2,8 +2,10 @@
 
 from webdancer.rewards.base import REWARDS, RewardFn, RewardResult
 from webdancer.rewards.combined import DEFAULT_WEIGHTS, CombinedReward
+from webdancer.rewards.factory import SHAPING_TERMS, answer_term, build_reward
 from webdancer.rewards.gaia import gaia_exact_match, gaia_match
 from webdancer.rewards.judge import JUDGE_PROMPT, Judgement, JudgeReward, parse_verdict
+from webdancer.rewards.overlong import OverlongPenalty, soft_overlong_penalty
 from webdancer.rewards.rules import contains, exact_match, f1, format_reward, normalize_answer
 
 __all__ = [
@@ -13,8 +15,12 @@ __all__ = [
     "CombinedReward",
     "JudgeReward",
     "Judgement",
+    "OverlongPenalty",
+    "SHAPING_TERMS",
     "RewardFn",
     "RewardResult",
+    "answer_term",
+    "build_reward",
     "contains",
     "exact_match",
     "f1",
@@ -23,4 +29,5 @@ __all__ = [
     "gaia_match",
     "normalize_answer",
     "parse_verdict",
+    "soft_overlong_penalty",
 ]
