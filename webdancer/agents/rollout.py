@@ -79,8 +79,13 @@ class ObservationEncoder:
     def suffix_text(self, history: Sequence[Message], assistant_text: str, observation: str) -> str:
         """Template text from the end of the assistant's content to the next generation prompt."""
         obs = observation_message(observation, tool_role=self.tool_role)
+        return self.messages_suffix_text(history, assistant_text, [obs])
+
+    def messages_suffix_text(self, history: Sequence[Message], assistant_text: str,
+                             messages: Sequence[Message]) -> str:
+        """As ``suffix_text``, for observation turns already built as messages (none, one or several)."""
         head = render_text(self.tokenizer, history, add_generation_prompt=True) + assistant_text
-        full = render_text(self.tokenizer, [*history, {"role": "assistant", "content": assistant_text}, obs],
+        full = render_text(self.tokenizer, [*history, {"role": "assistant", "content": assistant_text}, *messages],
                            add_generation_prompt=True)
         if full.startswith(head):
             self.append_only = self.append_only is not False
@@ -89,12 +94,17 @@ class ObservationEncoder:
             log.warning("the chat template is not append-only (it rewrites earlier turns); observation turns are "
                         "tokenized from a placeholder rendering and the sampled ids are kept as they are")
         self.append_only = False
-        probe = render_text(self.tokenizer, [*history, {"role": "assistant", "content": _PLACEHOLDER}, obs],
+        probe = render_text(self.tokenizer, [*history, {"role": "assistant", "content": _PLACEHOLDER}, *messages],
                             add_generation_prompt=True)
         return probe[probe.rindex(_PLACEHOLDER) + len(_PLACEHOLDER):]
 
     def encode(self, history: Sequence[Message], assistant_text: str, observation: str) -> list[int]:
         return encode(self.tokenizer, self.suffix_text(history, assistant_text, observation))
+
+    def encode_messages(self, history: Sequence[Message], assistant_text: str,
+                        messages: Sequence[Message]) -> list[int]:
+        """Token ids of ``messages_suffix_text`` (SFT tokenizes recorded conversations with it)."""
+        return encode(self.tokenizer, self.messages_suffix_text(history, assistant_text, messages))
 
 
 @dataclass

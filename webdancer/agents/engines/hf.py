@@ -4,11 +4,19 @@ Prompts of different lengths share one forward pass: they are left-padded, maske
 and given position ids that start at 0 at each row's first real token, so each row
 sees exactly what an unpadded run would. A row leaves the batch (and the cache) as
 soon as it ends on EOS, a stop string or ``max_new_tokens``.
+
+A multi-turn rollout sends each conversation back with what the model just wrote and
+the new observation appended. The engine keeps the keys and values of the sequences
+it has seen (``PrefixCache``) and, when a prompt extends one of them, runs the model
+only over the new tokens: the prefill then costs the observation, not the whole
+conversation again. The cache is dropped whenever the model's weights change.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,12 +59,21 @@ def sample_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row. ``logits``: (B, V). Returns ``(tokens, logprobs)``,
     both (B,): the sampled ids and their log-probabilities under the processed
-    distribution (``process_logits``); greedy takes the argmax."""
+    distribution (``process_logits``); greedy takes the argmax.
+
+    Sampling inverts each row's cumulative distribution at one uniform draw, which
+    needs one random number per row where ``torch.multinomial`` draws one per
+    vocabulary entry (the larger cost for small models and big vocabularies)."""
     logprobs = process_logits(logits, params)
     if params.temperature == 0:
         tokens = torch.argmax(logprobs, dim=-1)
     else:
-        tokens = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
+        cdf = torch.cumsum(logprobs.exp(), dim=-1)  # (B, V)
+        total = cdf[:, -1:]
+        u = torch.rand(total.shape, generator=generator, device=cdf.device, dtype=cdf.dtype) * total
+        # Strictly below the total mass, so the index found always has a positive probability.
+        u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+        tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
     return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -75,19 +92,169 @@ def left_pad(
     return ids.to(device), mask.to(device), positions.to(device)
 
 
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values)
+
+
 @dataclass
 class _Row:
     """One prompt's growing completion."""
 
     index: int  # position of the prompt in the caller's list
+    prompt: Sequence[int] = ()
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str | None = None
     stop_string: str | None = None
 
 
+@dataclass
+class _Prefix:
+    """Keys and values of one token sequence; per layer (kv_heads, len(ids), head_dim)."""
+
+    ids: list[int]
+    kv: KV
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for pair in self.kv for t in pair)
+
+
+class PrefixCache:
+    """Recently seen sequences and their keys/values, least recently stored dropped first.
+
+    ``take(prompt)`` hands out (and forgets) the longest stored sequence that is a
+    proper prefix of ``prompt``; ``max_bytes`` bounds the memory of all keys/values held.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[int, _Prefix] = OrderedDict()
+        self._next_key = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def take(self, prompt: Sequence[int]) -> _Prefix | None:
+        best_key, best_len = None, 0
+        n = len(prompt)
+        for key, entry in self._entries.items():
+            m = len(entry.ids)
+            # cheap checks first: most entries differ in length or in their last token
+            if best_len < m < n and prompt[m - 1] == entry.ids[-1] and list(prompt[:m]) == entry.ids:
+                best_key, best_len = key, m
+        if best_key is None:
+            return None
+        entry = self._entries.pop(best_key)
+        self.bytes -= entry.bytes
+        return entry
+
+    def put(self, ids: list[int], kv: KV) -> None:
+        entry = _Prefix(ids, kv)
+        if not ids or entry.bytes > self.max_bytes:
+            return
+        self._entries[self._next_key] = entry
+        self._next_key += 1
+        self.bytes += entry.bytes
+        while self.bytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self.bytes -= old.bytes
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+
+def cache_layers(cache: Any) -> KV | None:
+    """Per-layer (keys, values), each (B, kv_heads, T, head_dim), of a plain dynamic
+    cache; ``None`` for caches whose layers are not all full attention."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        if any(getattr(layer, "is_sliding", False) or getattr(layer, "keys", None) is None for layer in layers):
+            return None
+        return [(layer.keys, layer.values) for layer in layers]
+    keys, values = getattr(cache, "key_cache", None), getattr(cache, "value_cache", None)
+    if keys is None or values is None:
+        return None
+    return list(zip(keys, values))
+
+
+def build_cache(layers: KV, cache: Any = None) -> Any:
+    """``cache`` (default: a new transformers ``DynamicCache``) filled with ``layers``
+    (per layer (B, kv_heads, T, head_dim))."""
+    if cache is None:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+    for i, (keys, values) in enumerate(layers):
+        cache.update(keys, values, i)
+    return cache
+
+
+@functools.lru_cache(maxsize=1)
+def growing_layer_class() -> type | None:
+    """A cache layer that writes new keys/values into spare capacity instead of
+    concatenating (which copies the whole cache at every decoding step); ``None``
+    where this transformers version has no ``DynamicLayer`` to build it on."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return None
+
+    class GrowingLayer(DynamicLayer):  # type: ignore[misc, valid-type]
+        """``keys``/``values`` are views of the first ``length`` positions of buffers
+        that grow by half their size when full."""
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+            if not self.is_initialized:
+                self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
+                self._k, self._v, self._length = key_states[:, :, :0], value_states[:, :, :0], 0
+            need = self._length + key_states.shape[-2]
+            if need > self._k.shape[-2]:
+                capacity = max(need, self._k.shape[-2] * 3 // 2, 64)
+                k = key_states.new_empty((*key_states.shape[:2], capacity, key_states.shape[-1]))
+                v = value_states.new_empty((*value_states.shape[:2], capacity, value_states.shape[-1]))
+                k[:, :, : self._length] = self._k[:, :, : self._length]
+                v[:, :, : self._length] = self._v[:, :, : self._length]
+                self._k, self._v = k, v
+            self._k[:, :, self._length : need] = key_states
+            self._v[:, :, self._length : need] = value_states
+            self._length = need
+            self.keys, self.values = self._k[:, :, :need], self._v[:, :, :need]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.is_initialized and self._length > 0:
+                self._k, self._v = self._k[indices], self._v[indices]
+                self.keys, self.values = self._k[:, :, : self._length], self._v[:, :, : self._length]
+
+    return GrowingLayer
+
+
+def new_cache(config: Any) -> Any:
+    """An empty growing cache for a model whose layers all use full attention, or
+    ``None`` to let the model make its own (sliding-window and hybrid models, and
+    transformers versions without the layer API)."""
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    layer_class = growing_layer_class()
+    if layer_class is None or getattr(config, "sliding_window", None) or set(layer_types) != {"full_attention"}:
+        return None
+    from transformers.cache_utils import Cache
+
+    try:
+        return Cache(layer_class_to_replicate=layer_class)
+    except TypeError:
+        return None
+
+
 class HFEngine:
-    """``Engine`` over a transformers causal LM (registered as ``"hf"``)."""
+    """``Engine`` over a transformers causal LM (registered as ``"hf"``).
+
+    ``prefix_cache_mb`` bounds the memory (on the model's device) of the keys and
+    values kept between calls for prompts that extend them; 0 turns the prefix cache
+    off. A token costs ``2 * layers * kv_heads * head_dim`` numbers in the model's
+    dtype: 1 KiB for the default tiny model, 56 KiB for a 7B Qwen2.5.
+    """
 
     def __init__(
         self,
@@ -96,9 +263,12 @@ class HFEngine:
         *,
         max_batch_size: int = 64,
         device: str | None = None,
+        prefix_cache_mb: float = 256.0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size={max_batch_size} must be at least 1.")
+        if prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb={prefix_cache_mb} must be >= 0 (0 turns the prefix cache off).")
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         if getattr(model, "hf_device_map", None):
@@ -113,6 +283,11 @@ class HFEngine:
         # transformers 5 renamed ``past_key_values`` to ``cache``; accept either.
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb else None
+        self._weights_version: tuple[tuple[int, int], ...] | None = None
+        # Write new keys/values into spare capacity rather than letting transformers
+        # concatenate the whole cache at every step (False restores the latter).
+        self.growing_cache = True
 
     @classmethod
     def from_pretrained(
@@ -145,6 +320,23 @@ class HFEngine:
                 ids.update(int(i) for i in source)
         return ids
 
+    def _new_cache(self) -> Any:
+        return new_cache(self.model.config) if self.growing_cache else None
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every stored prefix (also done automatically when the weights change)."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
+
+    def _check_weights(self) -> None:
+        """Drop the prefix cache when any parameter changed since the last call: an
+        optimizer step or ``load_state_dict`` writes in place, which bumps each
+        tensor's version counter; replaced tensors change identity."""
+        version = tuple((id(p), p._version) for p in self.model.parameters())
+        if version != self._weights_version:
+            self.clear_prefix_cache()
+            self._weights_version = version
+
     @torch.inference_mode()
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
         """One ``Generation`` per prompt, in input order. Prompts are grouped by
@@ -152,6 +344,8 @@ class HFEngine:
         for i, prompt in enumerate(prompts):
             if len(prompt) == 0:
                 raise ValueError(f"prompt {i} is empty; every prompt needs at least one token.")
+        if self.prefix_cache is not None:
+            self._check_weights()
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
@@ -159,23 +353,17 @@ class HFEngine:
         results: list[Generation | None] = [None] * len(prompts)
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start : start + self.max_batch_size]
-            for row in self._generate_batch([prompts[i] for i in chunk], chunk, params, generator):
+            rows = [_Row(index=i, prompt=prompts[i]) for i in chunk]
+            for row in self._generate_batch(rows, params, generator):
                 results[row.index] = self._to_generation(row)
         return [r for r in results if r is not None]
 
     def _generate_batch(
-        self,
-        prompts: list[Sequence[int]],
-        indices: list[int],
-        params: SamplingParams,
-        generator: torch.Generator | None,
+        self, rows: list[_Row], params: SamplingParams, generator: torch.Generator | None
     ) -> list[_Row]:
         """Sample completions for one batch; rows leave the batch as they finish."""
-        ids, mask, positions = left_pad(prompts, self.pad_id, self.device)
-        rows = [_Row(index=i) for i in indices]
+        logits, cache, mask, next_pos = self._prefill([row.prompt for row in rows])
         active = list(range(len(rows)))  # rows[active[j]] is batch row j
-        logits, cache = self._forward(ids, mask, positions, None)
-        next_pos = positions[:, -1:] + 1  # (B, 1)
         window = max((len(s.encode("utf-8")) for s in params.stop), default=0) + 1
         for step in range(params.max_new_tokens):
             tokens, logprobs = sample_tokens(logits, params, generator)
@@ -190,9 +378,11 @@ class HFEngine:
                     row.finish_reason = "length"
                 if row.finish_reason is None:
                     keep.append(j)
-            if not keep:
-                break
             if len(keep) < len(active):
+                kept = set(keep)
+                self._save_prefixes(rows, active, [j for j in range(len(active)) if j not in kept], cache, mask)
+                if not keep:
+                    break
                 select = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(select)
                 mask, next_pos, tokens = mask[select], next_pos[select], tokens[select]
@@ -201,6 +391,58 @@ class HFEngine:
             logits, cache = self._forward(tokens[:, None], mask, next_pos, cache)
             next_pos = next_pos + 1
         return rows
+
+    def _prefill(self, prompts: list[Sequence[int]]) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Run the prompts through the model, reusing stored prefixes.
+
+        Returns ``(logits (B, V), cache, attention mask (B, T), next positions (B, 1))``.
+        A batch with stored prefixes is laid out as ``[pad | prefix_i | pad | new_i]``:
+        prefixes right-aligned in the cache, new tokens right-aligned after them, the
+        padding masked out and positions counting real tokens only.
+        """
+        taken = [self.prefix_cache.take(p) if self.prefix_cache is not None else None for p in prompts]
+        if all(t is None for t in taken):
+            ids, mask, positions = left_pad(prompts, self.pad_id, self.device)
+            logits, cache = self._forward(ids, mask, positions, self._new_cache())
+            return logits, cache, mask, positions[:, -1:] + 1
+        cached = [len(t.ids) if t is not None else 0 for t in taken]
+        ids, new_mask, positions = left_pad([p[c:] for p, c in zip(prompts, cached)], self.pad_id, self.device)
+        positions = positions + torch.tensor(cached, device=self.device)[:, None]
+        width = max(cached)
+        past_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for j, c in enumerate(cached):
+            past_mask[j, width - c :] = 1
+        reference = next(t for t in taken if t is not None).kv
+        layers: KV = []
+        for layer, (ref_k, ref_v) in enumerate(reference):
+            keys = ref_k.new_zeros((len(prompts), ref_k.shape[0], width, ref_k.shape[2]))
+            values = ref_v.new_zeros((len(prompts), ref_v.shape[0], width, ref_v.shape[2]))
+            for j, t in enumerate(taken):
+                if t is not None:
+                    keys[j, :, width - cached[j] :] = t.kv[layer][0]
+                    values[j, :, width - cached[j] :] = t.kv[layer][1]
+            layers.append((keys, values))
+        mask = torch.cat([past_mask.to(new_mask.device), new_mask], dim=-1)
+        logits, cache = self._forward(ids, mask, positions, build_cache(layers, self._new_cache()))
+        return logits, cache, mask, positions[:, -1:] + 1
+
+    def _save_prefixes(self, rows: list[_Row], active: list[int], leaving: list[int], cache: Any,
+                       mask: torch.Tensor) -> None:
+        """Store the keys and values of the batch rows ``leaving`` (their prompt and all
+        generated tokens but the last, which was never fed back)."""
+        if self.prefix_cache is None:
+            return
+        layers = cache_layers(cache)
+        if layers is None:
+            self.prefix_cache = None  # sliding-window or other special caches: run without reuse
+            return
+        for j in leaving:
+            row = rows[active[j]]
+            keep = mask[j].bool()
+            kv = [(k[j][:, keep.to(k.device)], v[j][:, keep.to(v.device)]) for k, v in layers]
+            ids = [*row.prompt, *row.token_ids[:-1]]
+            if kv and kv[0][0].shape[1] == len(ids):
+                self.prefix_cache.put(ids, kv)
 
     def _forward(
         self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any

@@ -36,8 +36,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from webdancer.agents.engines.base import (
-    EOS_STOP,
     ENGINES,
+    EOS_STOP,
     ChatGeneration,
     Generation,
     SamplingParams,
