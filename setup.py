@@ -23,7 +23,11 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    # transformers[serving]: `transformers serve` is the real OpenAI-compatible server the
+    # engine tests talk to; the Optuna sweeper runs the sweep test.
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "transformers[serving]", "hydra-optuna-sweeper>=1.2"],
+    # the baselines the benchmarks compare against
+    "bench": ["trl>=0.19"],
     "vllm": ["vllm>=0.8"],
 }
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from webdancer.web.search import BM25Search
 
 SYLLABLES = "ka lo mi ra te su no vi ze po an el or ur is ben tor mar kel dun".split()

@@ -65,6 +65,13 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "train an offline tokenizer and save a small random Qwen2 model (tests, demo)",
         positional="out",
     ),
+    ("sft",): Command(
+        "webdancer.conf.sft:SFTConfig",
+        "webdancer.algos.sft:sft_command",
+        "supervised fine-tuning on trajectories, loss on assistant tokens only (tool responses masked)",
+        positional="data",
+        positional_list=True,
+    ),
     ("rl",): Command(
         "webdancer.conf.rl:RLConfig",
         "webdancer.algos.rl:rl_command",
@@ -92,6 +99,12 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "webdancer.data.commands:convert_command",
         "convert trajectories between our JSONL, WebDancer's format and chat messages",
         positional="input",
+    ),
+    ("eval",): Command(
+        "webdancer.conf.eval:EvalConfig",
+        "webdancer.eval.commands:eval_command",
+        "k runs per question on a benchmark: Pass@1/Pass@k/Cons@k, breakdowns, report.md/json, plots; resumable",
+        positional="engine",
     ),
     ("demo",): Command(
         "webdancer.conf.web:WebDemoConfig",
@@ -145,7 +158,23 @@ def _split_args(cmd: Command, args: Sequence[str]) -> list[str]:
     return overrides
 
 
+def _hoist_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """-> (flags with their values, overrides): Hydra's parser takes flags only before the
+    overrides, so ``--multirun`` may come anywhere on our command line."""
+    flags: list[str] = []
+    rest: list[str] = []
+    takes_value = False
+    for arg in args:
+        if takes_value or arg.startswith("-"):
+            flags.append(arg)
+            takes_value = not takes_value and arg in _VALUE_FLAGS
+        else:
+            rest.append(arg)
+    return flags, rest
+
+
 def _hydra_overrides(path: tuple[str, ...], cmd: Command, overrides: list[str]) -> list[str]:
+    flags, overrides = _hoist_flags(overrides)
     name = "_".join(path)
     user_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     base: list[str] = [f"hydra.job.name={name}"]
@@ -161,7 +190,7 @@ def _hydra_overrides(path: tuple[str, ...], cmd: Command, overrides: list[str]) 
             "hydra/job_logging=stdout",
             "hydra/hydra_logging=disabled",
         ]
-    return base + overrides
+    return flags + base + overrides
 
 
 def run_app(path: tuple[str, ...], args: Sequence[str]) -> None:

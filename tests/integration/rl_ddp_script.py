@@ -7,28 +7,11 @@ import sys
 
 import torch
 from accelerate import Accelerator
+from grad_capture import CaptureGrads, NoSchedule  # noqa: E402  (beside this script)
 from transformers import AutoModelForCausalLM
 
 from webdancer.algos import ALGORITHMS
 from webdancer.algos.rl_batch import Sample, recompute_logprobs, update_step
-
-
-class CaptureGrads:
-    """Stands in for the optimizer: keeps the reduced gradients instead of stepping."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model, self.grads = model, None
-
-    def step(self) -> None:
-        self.grads = {n: p.grad.detach().clone() for n, p in self.model.named_parameters() if p.grad is not None}
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.model.zero_grad(set_to_none=set_to_none)
-
-
-class NoSchedule:
-    def step(self) -> None:
-        pass
 
 
 def fixed_samples(vocab: int) -> list[Sample]:

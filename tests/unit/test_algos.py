@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from webdancer.algos import ALGORITHMS, AGG_MODES, DAPOConfig, aggregate, step_loss_scales
-from webdancer.algos import dapo, dr_grpo, grpo, gspo, reinforce_pp
+from webdancer.algos import (
+    AGG_MODES,
+    ALGORITHMS,
+    DAPOConfig,
+    aggregate,
+    dapo,
+    dr_grpo,
+    grpo,
+    gspo,
+    reinforce_pp,
+    step_loss_scales,
+)
 from webdancer.algos.losses import clipped_surrogate, k3_kl
 
 LN = math.log

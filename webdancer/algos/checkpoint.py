@@ -25,6 +25,15 @@ import torch
 STATE_FILE = "trainer_state.json"
 
 
+def seed_everything(seed: int, threads: int = 0) -> None:
+    """Seed Python, NumPy and torch; ``threads`` > 0 also fixes torch's CPU thread count."""
+    if threads:
+        torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -41,14 +50,18 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(ckpt_dir: str | Path, *, model: Any, tokenizer: Any = None, optimizer: Any = None,
-                    scheduler: Any = None, state: Mapping[str, Any], accelerator: Any = None) -> Path:
+                    scheduler: Any = None, state: Mapping[str, Any], accelerator: Any = None,
+                    state_dict: Mapping[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically; ``state_dict`` replaces the model's own (a full
+    state dict gathered from sharded FSDP/DeepSpeed weights)."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
     if accelerator is not None:
         model = accelerator.unwrap_model(model)
     tmp = Path(tempfile.mkdtemp(prefix=f".{ckpt_dir.name}.", dir=ckpt_dir.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True,
+                              **({} if state_dict is None else {"state_dict": dict(state_dict)}))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if optimizer is not None:

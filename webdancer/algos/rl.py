@@ -14,6 +14,7 @@ through ``ALGORITHMS``; its math lives in its own file.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 import time
@@ -27,7 +28,13 @@ from webdancer.agents.engines.hf import HFEngine
 from webdancer.agents.rollout import Rollout, RolloutConfig
 from webdancer.agents.trajectory import Trajectory
 from webdancer.algos import ALGORITHMS
-from webdancer.algos.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from webdancer.algos.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    seed_everything,
+)
 from webdancer.algos.rl_batch import Sample, recompute_logprobs, update_step
 from webdancer.conf.rl import RLConfig, split_algo
 from webdancer.envs.registration import ensure_synthetic_web
@@ -208,11 +215,7 @@ def train_rl(cfg: RLConfig) -> Path:
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_constant_schedule_with_warmup
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed, cfg.threads)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     algo_name, algo_values = split_algo(cfg.algo)
@@ -337,6 +340,20 @@ def _plain(cfg: RLConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def rl_command(cfg: RLConfig) -> Path:
-    """``webdancer rl``: the run directory is Hydra's unless ``out=`` says otherwise."""
-    return train_rl(cfg)
+def final_metric(run_dir: Path, key: str) -> float:
+    """The last value of ``key`` in the run's ``metrics.jsonl``."""
+    values = [row[key] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if key in row]
+    if not values:
+        raise ValueError(f"sweep_metric={key!r} was never logged in {run_dir / 'metrics.jsonl'}; name a logged "
+                         "metric, and for eval/* set eval_every so that an evaluation runs (e.g. eval_every=steps).")
+    return float(values[-1])
+
+
+def rl_command(cfg: RLConfig) -> Path | float:
+    """``webdancer rl``: the run directory is Hydra's unless ``out=`` says otherwise.
+
+    Returns the run directory, or with ``sweep_metric`` set the metric's final value, which
+    is what a Hydra sweeper that optimizes (Optuna) reads from each job.
+    """
+    run_dir = train_rl(cfg)
+    return final_metric(run_dir, cfg.sweep_metric) if cfg.sweep_metric else run_dir

@@ -2,11 +2,17 @@
 
 Positions follow the token ids: ``logp[:, t]`` is the log-probability of ``ids[:, t]``
 given ``ids[:, :t]`` (position 0 has none and is never in the loss mask).
+
+``single_turn_step`` strings the pieces into one step of single-turn RL (one
+completion per sample, no environment): the same sampling, advantages, pi_old and
+update as the multi-turn loop in ``rl.py``, for prompt-to-answer workloads and for
+comparing the update path against other trainers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from webdancer.agents.engines.base import Engine, SamplingParams
 from webdancer.algos.base import Algorithm
 from webdancer.algos.losses import step_loss_scales
 
@@ -128,3 +135,57 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
     out["actor/grad_norm"] = float(grad_norm)
     out["actor/tokens"] = n_tok
     return out
+
+
+def single_turn_step(model: Any, engine: Engine, optimizer: Any, scheduler: Any, accelerator: Any, algo: Algorithm,
+                     algo_cfg: Any, prompts: Sequence[Sequence[int]],
+                     reward_fn: Callable[[int, list[int]], float], *, group_size: int, params: SamplingParams, pad_id: int,
+                     micro_batch_size: int, grad_clip: float, old_logprobs: str = "recompute") -> dict[str, float]:
+    """One step of single-turn RL: ``group_size`` completions of each prompt, one optimizer step.
+
+    ``engine`` samples from the weights of ``model`` (e.g. ``HFEngine(policy, tokenizer)``) with
+    ``params`` (``SamplingParams``); ``reward_fn(prompt_index, completion_ids) -> float``.
+    Rewards are shaped (``max_len = params.max_new_tokens``), filtered by group and turned into
+    advantages by ``algo``, exactly as the multi-turn loop does; a filtered group is dropped,
+    not regenerated. ``old_logprobs``: "recompute" (pi_old from a forward pass of ``model``) or
+    "engine" (the sampling log-probs, valid while they come from the same weights).
+
+    Returns the update's ``actor/*`` metrics plus ``reward/mean``, ``perf/generated_tokens``
+    and the seconds of each phase: ``perf/generate_s``, ``perf/reward_s``, ``perf/logprob_s``,
+    ``perf/update_s``, ``perf/step_s``.
+    """
+    if old_logprobs not in ("recompute", "engine"):
+        raise ValueError(f"old_logprobs={old_logprobs!r} is not valid; use recompute or engine.")
+    t0 = time.perf_counter()
+    model.eval()
+    rows = [i for i in range(len(prompts)) for _ in range(group_size)]
+    gens = engine.generate([prompts[i] for i in rows], params)
+    t1 = time.perf_counter()
+    rewards = torch.tensor([reward_fn(i, g.token_ids) for i, g in zip(rows, gens)], dtype=torch.float32)
+    groups = torch.tensor(rows)
+    truncated = torch.tensor([g.finish_reason == "length" for g in gens])
+    lengths = torch.tensor([len(g.token_ids) for g in gens])
+    shaped = algo.shape_rewards(rewards, lengths, truncated, algo_cfg, max_len=params.max_new_tokens)
+    keep = algo.sample_filter(rewards, groups, algo_cfg).tolist()
+    adv = algo.advantages(shaped, groups, algo_cfg).tolist()
+    loss_ok = algo.loss_sample_mask(truncated, algo_cfg).tolist()
+    samples = []
+    for k, (i, g) in enumerate(zip(rows, gens)):
+        if not keep[k]:
+            continue
+        n_prompt, n_gen = len(prompts[i]), len(g.token_ids)
+        old = [0.0] * n_prompt + list(g.logprobs) if old_logprobs == "engine" else None
+        samples.append(Sample(list(prompts[i]) + list(g.token_ids), [0] * n_prompt + [int(loss_ok[k])] * n_gen,
+                              float(adv[k]), old_logp=old))
+    t2 = time.perf_counter()
+    if samples and old_logprobs == "recompute":
+        recompute_logprobs(model, samples, pad_id=pad_id, micro_batch_size=micro_batch_size)
+    t3 = time.perf_counter()
+    metrics = update_step(model, optimizer, scheduler, accelerator, algo, algo_cfg, samples, pad_id=pad_id,
+                          micro_batch_size=micro_batch_size, grad_clip=grad_clip) if samples else {}
+    t4 = time.perf_counter()
+    metrics.update({"reward/mean": float(rewards.mean()), "filter/kept_sample_ratio": len(samples) / len(gens),
+                    "perf/generated_tokens": float(lengths.sum()), "perf/generate_s": t1 - t0,
+                    "perf/reward_s": t2 - t1, "perf/logprob_s": t3 - t2, "perf/update_s": t4 - t3,
+                    "perf/step_s": t4 - t0})
+    return metrics

@@ -91,6 +91,7 @@ class RLConfig:
     dtype: str = "float32"
     progress: bool = True
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    sweep_metric: str | None = None  # e.g. "eval/accuracy": the run returns its last value (Optuna's objective)
 
     def __post_init__(self) -> None:
         if self.old_logprobs not in ("recompute", "engine"):

@@ -10,7 +10,6 @@ writes makes ``step`` raise: bad turns come back as error observations with
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
