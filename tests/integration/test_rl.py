@@ -102,3 +102,19 @@ def test_two_processes_give_single_process_gradients(tmp_path: Path, tiny: Path)
     assert one.keys() == two.keys() and one
     for name in one:
         assert torch.allclose(one[name], two[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_vllm_rollout_engine_without_vllm_says_how_to_install(tiny: Path) -> None:
+    import importlib.util
+    from types import SimpleNamespace
+
+    from webdancer.algos.rl import rollout_engine
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here; tests/gpu covers the vLLM rollout engine")
+    cfg = SimpleNamespace(rollout_engine="vllm", model=str(tiny), dtype="float32", seed=0,
+                          vllm_gpu_memory_utilization=0.4)
+    with pytest.raises(ImportError, match=r"pip install -e \.\[vllm\]"):
+        rollout_engine(cfg, None, None)
+    with pytest.raises(SystemExit):  # an unknown engine is a config error naming the valid ones
+        main(["rl", f"model={tiny}", "rollout_engine=sglang"])

@@ -88,6 +88,17 @@ def rollout_config(cfg: RLConfig, **changes: Any) -> RolloutConfig:
     return dataclasses.replace(base, **changes)
 
 
+def rollout_engine(cfg: RLConfig, policy: Any, tokenizer: Any) -> Any:
+    """The engine that generates rollouts: the policy itself through transformers (an update
+    is visible to the next rollout at once), or vLLM, given the new weights after each update."""
+    if cfg.rollout_engine == "hf":
+        return HFEngine(policy, tokenizer)
+    from webdancer.agents.engines.vllm import VLLMEngine
+
+    return VLLMEngine.from_pretrained(cfg.model, dtype=cfg.dtype, seed=cfg.seed,
+                                      gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+
+
 def answer_term(weights: dict[str, float]) -> str:
     names = [k for k in weights if k not in NON_ANSWER_TERMS]
     return names[0] if names else "exact_match"
@@ -235,7 +246,7 @@ def train_rl(cfg: RLConfig) -> Path:
     scheduler = get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     policy = accelerator.unwrap_model(model)
-    engine = HFEngine(policy, tokenizer)  # the same weights: an update is visible to the next rollout
+    engine = rollout_engine(cfg, policy, tokenizer)
 
     web = Path(cfg.env.web) if cfg.env.web else ensure_synthetic_web(cfg.env.pages, cfg.env.site_seed)
     train_tasks, test_tasks = load_tasks(cfg, web)
@@ -272,6 +283,8 @@ def train_rl(cfg: RLConfig) -> Path:
         if trajs:
             metrics.update(_update(model, policy, ref_model, optimizer, scheduler, accelerator, algo, algo_cfg,
                                    cfg, trajs, pad_id))
+        if trajs and cfg.rollout_engine == "vllm":
+            engine.load_weights(policy)  # the next rollout samples from the updated policy
         t_update = time.perf_counter() - t1
         metrics["perf/update_tokens_per_s"] = metrics.get("actor/tokens", 0.0) / max(t_update, 1e-9)
         metrics["actor/lr"] = scheduler.get_last_lr()[0]

@@ -74,6 +74,8 @@ class RLConfig:
     mini_batch_prompts: int = 16  # prompts per optimizer step (updates per batch = prompts_per_step / this)
     epochs: int = 1  # passes over each rollout batch
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
+    rollout_engine: str = "hf"  # hf: the policy itself generates | vllm: a vLLM engine on the GPU, synced per step
+    vllm_gpu_memory_utilization: float = 0.4  # share of GPU memory vLLM may take (rollout_engine=vllm)
     old_logprobs: str = "recompute"  # recompute | engine (sampling logprobs, importance-corrected)
     lr: float = 1e-6
     weight_decay: float = 0.1
@@ -94,6 +96,8 @@ class RLConfig:
     sweep_metric: str | None = None  # e.g. "eval/accuracy": the run returns its last value (Optuna's objective)
 
     def __post_init__(self) -> None:
+        if self.rollout_engine not in ("hf", "vllm"):
+            raise ValueError(f"rollout_engine={self.rollout_engine!r} is not valid; use hf or vllm.")
         if self.old_logprobs not in ("recompute", "engine"):
             raise ValueError(f"old_logprobs={self.old_logprobs!r} is not valid; use recompute or engine.")
         if self.prompts_per_step % self.mini_batch_prompts:
