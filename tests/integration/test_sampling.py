@@ -195,9 +195,11 @@ def test_engine_specs_and_config_checks() -> None:
     spec = parse_engine_spec("openai:http://127.0.0.1:8000/v1:Qwen/QwQ-32B")
     assert (spec.base_url, spec.model) == ("http://127.0.0.1:8000/v1", "Qwen/QwQ-32B")
     assert parse_engine_spec("openai:http://host:8000:qwen2.5:7b").model == "qwen2.5:7b"
+    hashed = parse_engine_spec("openai:http://127.0.0.1:8000/v1#Qwen/QwQ-32B")
+    assert (hashed.base_url, hashed.model) == ("http://127.0.0.1:8000/v1", "Qwen/QwQ-32B")
     specs = [parse_engine_spec(s) for s in ("oracle", "hf:runs/a/model", "hf:runs/b/model")]
     assert engine_labels(specs) == ["oracle", "hf:model", "hf:model#2"]
-    with pytest.raises(ValueError, match="openai:BASE_URL:MODEL"):
+    with pytest.raises(ValueError, match="openai:BASE_URL#MODEL"):
         SynthTrajectoriesConfig(tasks="t.jsonl", engines=["vllm:x"])
     with pytest.raises(ValueError, match="hops"):
         SynthQAConfig(hops=[1, 3])

@@ -42,7 +42,8 @@ class EngineSpec:
         return self.kind
 
 
-ENGINE_SPEC_HELP = "use 'oracle', 'hf:PATH' or 'openai:BASE_URL:MODEL' (e.g. openai:http://127.0.0.1:8000/v1:qwen)"
+ENGINE_SPEC_HELP = ("use 'oracle', 'hf:PATH' or 'openai:BASE_URL#MODEL' (e.g. openai:http://127.0.0.1:8000/v1#qwen; "
+                    "openai:BASE_URL:MODEL works too)")
 
 
 def parse_engine_spec(spec: str) -> EngineSpec:
@@ -57,6 +58,10 @@ def parse_engine_spec(spec: str) -> EngineSpec:
         return EngineSpec("oracle")
     if kind == "hf" and rest:
         return EngineSpec("hf", path=rest)
+    if kind == "openai" and "#" in rest:  # openai:BASE_URL#MODEL, the form every command takes
+        base_url, _, model = rest.rpartition("#")
+        if model and "://" in base_url and urlsplit(base_url).hostname:
+            return EngineSpec("openai", base_url=base_url, model=model)
     if kind == "openai" and "://" in rest:
         scheme, _, after = rest.partition("://")
         slash = after.find("/")
