@@ -33,9 +33,19 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.installed
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	touch $@
+
+# Every benchmark, each writing bench_out/<name>.json (see benchmarks/README.md).
+bench: $(VENV)/.installed-bench
 	mkdir -p bench_out
 	$(BIN)/python benchmarks/web_bench.py --out bench_out/web.json
+	$(BIN)/python benchmarks/search_engines.py --out bench_out/search_engines.json
+	$(BIN)/python benchmarks/env_bench.py --out bench_out/env.json
+	$(BIN)/python benchmarks/rollout_bench.py --out bench_out/rollout.json
+	$(BIN)/python benchmarks/sft_bench.py --out bench_out/sft.json
+	$(BIN)/python benchmarks/rl_bench.py --out bench_out/rl.json
 
 clean:
 	rm -rf $(VENV) runs outputs multirun

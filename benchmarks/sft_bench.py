@@ -129,7 +129,9 @@ def run_trl(spec: dict[str, Any], padding_free: bool) -> dict[str, Any]:
         num_train_epochs=spec["epochs"], learning_rate=1e-4, weight_decay=0.1, lr_scheduler_type="cosine",
         warmup_steps=0, max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False, gradient_checkpointing=False,
-        max_length=4096, padding_free=padding_free, dataloader_num_workers=0, disable_tqdm=True, seed=0,
+        # the inputs are already within max_length; padding-free TRL refuses to enforce it itself
+        max_length=None if padding_free else 4096, padding_free=padding_free, dataloader_num_workers=0,
+        disable_tqdm=True, seed=0,
     )
 
     class Clock(TrainerCallback):
