@@ -106,10 +106,15 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "k runs per question on a benchmark: Pass@1/Pass@k/Cons@k, breakdowns, report.md/json, plots; resumable",
         positional="engine",
     ),
-    ("demo",): Command(
+    ("web", "demo"): Command(
         "webdancer.conf.web:WebDemoConfig",
         "webdancer.web.commands:demo",
         "build a small offline web, search it and read a page",
+    ),
+    ("demo",): Command(
+        "webdancer.conf.demo:DemoConfig",
+        "webdancer.demo:demo_command",
+        "the whole recipe offline: site, QA synthesis, oracle trajectories, SFT, DAPO, evaluation and report",
     ),
 }
 

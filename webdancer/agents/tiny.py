@@ -118,10 +118,12 @@ def default_corpus(n_pages: int = 300, seed: int = 0) -> Iterator[str]:
             yield from protocol_samples(subject, text[:120])
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(corpus: Iterable[str], vocab_size: int,
+                    extra_tokens: Iterable[str] = ()) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer with ChatML special tokens and the protocol tags as
     single (non-special) tokens. ``vocab_size`` is an upper bound that counts them
-    all; a small corpus runs out of merges (at ``min_frequency`` 2) before it."""
+    all; a small corpus runs out of merges (at ``min_frequency`` 2) before it.
+    ``extra_tokens`` become single tokens on top of it (matched longest first)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -151,6 +153,9 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokeniz
     # Added after training so that BPE never merges across a tag; not "special" so
     # that decoding with skip_special_tokens keeps the protocol visible.
     backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in PROTOCOL_TOKENS])
+    extra = sorted(set(extra_tokens) - set(PROTOCOL_TOKENS))
+    if extra:
+        backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in extra])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token=IM_END,
@@ -176,6 +181,7 @@ def make_tiny(
     intermediate_size: int = 384,
     max_position_embeddings: int = 4096,
     seed: int = 0,
+    extra_tokens: Iterable[str] = (),
 ) -> Path:
     """Train a tokenizer on ``corpus`` (default: ``default_corpus(seed=seed)``), build a
     randomly initialised Qwen2 causal LM for it, and save both to ``out_dir``.
@@ -183,6 +189,9 @@ def make_tiny(
     ``vocab_size`` bounds the tokenizer (the model's vocabulary is the tokenizer's
     actual size: 3540 for the default corpus and 4096); the default model has
     about 0.85M parameters.
+
+    ``extra_tokens`` are added to the vocabulary as whole tokens (the demo adds the
+    site's entity names and URL slugs, so that copying a name is copying one token).
 
     Deterministic for a given corpus and ``seed``. Returns ``out_dir`` as a ``Path``.
     """
@@ -196,7 +205,8 @@ def make_tiny(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(corpus if corpus is not None else default_corpus(seed=seed), vocab_size)
+    tokenizer = train_tokenizer(corpus if corpus is not None else default_corpus(seed=seed), vocab_size,
+                                extra_tokens)
     eos_id = tokenizer.convert_tokens_to_ids(IM_END)
     pad_id = tokenizer.convert_tokens_to_ids(PAD)
     config = Qwen2Config(

@@ -1,0 +1,74 @@
+"""`webdancer demo` scaled down: every stage runs, the report has what the README
+promises, and a resumed run reuses the finished stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from webdancer.cli import main
+
+SMALL = [
+    "web.pages=300", "qa.crawl_pages=300", "qa.n_crawlqa_train=16", "qa.n_e2hqa_train=8", "qa.n_crawlqa_test=4",
+    "qa.n_e2hqa_test=2", "model.pretrain_steps=3", "model.pretrain_batch_size=4", "model.hidden_size=32",
+    "model.num_layers=1", "model.vocab_size=1024", "sft.steps=2", "sft.batch_size=4", "rl.steps=1",
+    "rl.prompts_per_step=2", "rl.group_size=2", "rl.mini_batch_prompts=2", "rl.micro_batch_size=4",
+    "+rl.algo_options.max_gen_rounds=1", "env.max_turns=3", "env.max_new_tokens=24", "eval.runs=2",
+    "threads=1", "wandb_mode=disabled",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    main(["demo", f"out={out}", f"hydra.run.dir={out.parent / 'hydra'}", *SMALL])
+    return out
+
+
+def test_demo_writes_the_report_for_base_sft_and_rl(demo_run: Path) -> None:
+    report = json.loads((demo_run / "report.json").read_text())
+    for name in ("base", "sft", "rl"):
+        r = report[name]
+        for key in ("pass_at_1", "pass_at_2", "cons_at_2", "invalid_action_rate", "tool_calls_mean"):
+            assert key in r, (name, key)
+        assert 0.0 <= r["pass_at_1"] <= r["pass_at_2"] <= 1.0
+        assert r["n_questions"] == 6
+        assert len(r["pass_at_1_per_run"]) == 2
+    assert set(report["timings_s"]) == {"web", "qa", "trajectories", "model", "sft", "rl", "eval"}
+    assert report["info"]["qa"] == {"train": 24, "test": 6}
+    filt = report["info"]["trajectories"]["filter"]
+    assert filt["input"] == 24 and 0 < filt["quality"] <= filt["input"]
+    md = (demo_run / "report.md").read_text()
+    assert "| rl |" in md and "Pass@1" in md
+    for png in ("accuracy_by_hops.png", "rl_curves.png", "sft_curves.png"):
+        assert (demo_run / png).stat().st_size > 1000, png
+    # every model is a plain HF directory, each evaluation has its own eval report
+    for name in ("base", "sft", "rl"):
+        assert (demo_run / "eval" / name / "report.json").exists()
+    assert (demo_run / "rl" / "final" / "config.json").exists()
+
+
+def test_held_out_questions_never_appear_in_training(demo_run: Path) -> None:
+    def questions(split: str) -> set[str]:
+        lines = (demo_run / "qa" / f"{split}.jsonl").read_text().splitlines()
+        return {json.loads(line)["question"] for line in lines}
+
+    assert not questions("train") & questions("test")
+
+
+def test_resume_reuses_finished_stages(demo_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (demo_run / "rl" / "final" / "model.safetensors").stat().st_mtime_ns
+    main(["demo", f"out={demo_run}", f"hydra.run.dir={demo_run.parent / 'hydra2'}", "resume=true",
+          "rerun_from=eval", *SMALL])
+    printed = capsys.readouterr().out
+    assert "rl: reusing" in printed and "[7/7] eval done" in printed
+    assert (demo_run / "rl" / "final" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_unknown_stage_is_named() -> None:
+    with pytest.raises(ValueError, match="rerun_from='sfft' is not a stage"):
+        from webdancer.demo import Stages
+
+        Stages(Path("."), True, "sfft")

@@ -1,0 +1,116 @@
+"""Structured config of ``webdancer demo``: every stage of the recipe on the offline web.
+
+Each section is one stage; any field can be overridden, e.g.
+``webdancer demo rl.steps=20 model.hidden_size=192 eval.runs=3``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+STAGES = ("web", "qa", "trajectories", "model", "sft", "rl", "eval")
+
+
+@dataclass
+class DemoWeb:
+    pages: int = 2000
+    seed: int = 0
+
+
+@dataclass
+class DemoEnv:
+    """Observation budgets sized for a small model's context."""
+
+    top_k: int = 2
+    snippet_chars: int = 60
+    visit_budget_chars: int = 200
+    max_links: int = 3
+    max_turns: int = 6
+    max_new_tokens: int = 96
+    max_context_tokens: int = 1536
+    prompt_style: str = "compact"
+
+
+@dataclass
+class DemoQA:
+    """CRAWLQA (single page + multi-hop) and E2HQA tasks; test questions never appear in train."""
+
+    crawl_pages: int = 2000
+    n_crawlqa_train: int = 600
+    n_e2hqa_train: int = 200
+    n_crawlqa_test: int = 40
+    n_e2hqa_test: int = 20
+    crawlqa_hops_high: int = 2
+    e2hqa_hops: int = 3
+    seed: int = 0
+
+
+@dataclass
+class DemoModel:
+    vocab_size: int = 4096
+    hidden_size: int = 128
+    num_layers: int = 3
+    seed: int = 0
+    entity_tokens: bool = False  # site entity names and URL slugs as single tokens (see demo_stages.entity_tokens)
+    pretrain_steps: int = 300  # LM steps on the site's rendered pages; 0 skips pretraining
+    pretrain_seq_len: int = 256
+    pretrain_batch_size: int = 16
+    pretrain_lr: float = 3e-3
+    pretrain_copy_fraction: float = 0.0  # share of pretraining rows that are a window written twice (copying)
+
+
+@dataclass
+class DemoSFT:
+    steps: int = 240
+    lr: float = 3e-3
+    batch_size: int = 8  # conversations per optimizer step
+    micro_batch_tokens: int = 0  # tokens per packed forward pass; 0: max_length
+    warmup_steps: int = 20
+    max_length: int = 1536
+
+
+@dataclass
+class DemoRL:
+    algo: str = "dapo"
+    algo_options: dict[str, Any] = field(default_factory=dict)
+    steps: int = 12
+    prompts_per_step: int = 8
+    group_size: int = 8
+    mini_batch_prompts: int = 8
+    micro_batch_size: int = 16
+    lr: float = 1e-4
+    temperature: float = 1.0
+
+
+@dataclass
+class DemoEval:
+    runs: int = 3
+    temperature: float = 1.0  # the rollout temperature of RL: Pass@k and Cons@k need diverse runs
+    top_p: float = 1.0
+    seed: int = 1234
+    batch_size: int = 64  # episodes in flight at once
+
+
+@dataclass
+class DemoConfig:
+    """``webdancer demo``: site -> QA -> oracle trajectories -> SFT -> DAPO -> evaluation."""
+
+    out: str = "runs/demo"
+    threads: int = 0  # torch CPU threads; 0: all cores
+    wandb_mode: str = "offline"
+    resume: bool = False  # reuse the stages already finished in `out` (see out/stages.json)
+    rerun_from: str | None = None  # with resume: run again from this stage on (e.g. rl)
+    web: DemoWeb = field(default_factory=DemoWeb)
+    env: DemoEnv = field(default_factory=DemoEnv)
+    qa: DemoQA = field(default_factory=DemoQA)
+    model: DemoModel = field(default_factory=DemoModel)
+    sft: DemoSFT = field(default_factory=DemoSFT)
+    rl: DemoRL = field(default_factory=DemoRL)
+    eval: DemoEval = field(default_factory=DemoEval)
+
+    def __post_init__(self) -> None:
+        if self.rerun_from is not None and self.rerun_from not in STAGES:
+            raise ValueError(f"rerun_from={self.rerun_from!r} is not a stage; use one of: {', '.join(STAGES)}.")
+        if self.eval.runs < 1:
+            raise ValueError(f"eval.runs={self.eval.runs} must be at least 1.")

@@ -1,0 +1,106 @@
+"""The demo's report: ``report.json``, ``report.md`` and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from webdancer.runlog import plot_metrics, read_metrics
+
+MODELS = ("base", "sft", "rl")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _bars_by_hops(report: dict[str, Any], out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in report["rl"]["by_hops"] if g != "overall"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.27
+    for i, name in enumerate(MODELS):
+        values = [report[name]["by_hops"].get(g) or 0.0 for g in groups]
+        ax.bar([x + (i - 1) * width for x in range(len(groups))], values, width, label=name)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel("Pass@1 (mean of runs)")
+    ax.set_ylim(0, 1)
+    ax.set_title("Held-out accuracy by hop count")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    out = Path(out)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    k = report["config"]["eval"]["runs"]
+    rows = [
+        f"| model | Pass@1 (mean of runs) | Pass@1 per run | Pass@{k} | Cons@{k} | invalid-action rate "
+        "| tool calls / episode |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in MODELS:
+        r = report[name]
+        per_run = ", ".join(_fmt(x) for x in r["pass_at_1_per_run"])
+        rows.append(f"| {name} | {_fmt(r['pass_at_1'])} | {per_run} | {_fmt(r[f'pass_at_{k}'])} | "
+                    f"{_fmt(r[f'cons_at_{k}'])} | {_fmt(r['invalid_action_rate'])} | {_fmt(r['tool_calls_mean'])} |")
+    hop_keys = [g for g in report["rl"]["by_hops"] if g != "overall"]
+    hop_rows = ["| model | " + " | ".join(hop_keys) + " |", "|---|" + "---|" * len(hop_keys)]
+    for name in MODELS:
+        hop_rows.append(f"| {name} | " + " | ".join(_fmt(report[name]["by_hops"].get(g)) for g in hop_keys) + " |")
+    timing_rows = ["| stage | seconds |", "|---|---|"]
+    timing_rows += [f"| {stage} | {secs:.1f} |" for stage, secs in report["timings_s"].items()]
+    timing_rows.append(f"| total | {sum(report['timings_s'].values()):.1f} |")
+    info = report["info"]
+    lines = [
+        "# webdancer demo",
+        "",
+        f"Synthetic web of {info['web']['pages']} pages; {info['qa']['train']} training and {info['qa']['test']} "
+        f"held-out questions (CRAWLQA + E2HQA); {k} runs per question at temperature "
+        f"{report['config']['eval']['temperature']}.",
+        "",
+        "## Held-out results",
+        "",
+        *rows,
+        "",
+        "## Pass@1 by hop count",
+        "",
+        *hop_rows,
+        "",
+        "![accuracy by hops](accuracy_by_hops.png)",
+        "",
+        "## Training curves",
+        "",
+        "![RL curves](rl_curves.png)",
+        "",
+        "![SFT loss](sft_curves.png)",
+        "",
+        "## Trajectory filter",
+        "",
+        f"{json.dumps(info['trajectories']['filter'])}",
+        "",
+        "## Stage timings",
+        "",
+        *timing_rows,
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    _bars_by_hops(report, out / "accuracy_by_hops.png")
+    if read_metrics(out / "rl" / "metrics.jsonl"):
+        plot_metrics(out / "rl" / "metrics.jsonl", out / "rl_curves.png",
+                     ["reward/mean", "rollout/accuracy", "eval/accuracy", "rollout/invalid_action_rate",
+                      "actor/entropy", "filter/kept_group_ratio"])
+    if read_metrics(out / "sft" / "metrics.jsonl"):
+        plot_metrics(out / "sft" / "metrics.jsonl", out / "sft_curves.png", ["sft/loss", "sft/lr"])

@@ -1,0 +1,82 @@
+"""The model-training stages of the demo: base model, SFT, RL.
+
+Each takes the demo config and paths and returns the directory of the model it made,
+a normal HF directory the next stage loads with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from webdancer.conf.demo import DemoConfig
+
+
+def entity_tokens(web: Path) -> list[str]:
+    """Every entity's name and URL slug on the synthetic site.
+
+    As whole tokens they let a model of a few hundred thousand parameters copy a name
+    from the question or a page in one step: the in-context copying that a pretrained
+    LM brings and that this model could not learn in the demo's few CPU minutes.
+    """
+    from webdancer.web.webdir import WebDir
+
+    entities = WebDir(web).graph().entities.values()
+    return sorted({e.name for e in entities} | {e.url.rstrip("/").rsplit("/", 1)[-1] for e in entities})
+
+
+def make_base_model(cfg: DemoConfig, web: Path, out: Path) -> Path:
+    """Tokenizer trained on the site and protocol, a small Qwen2 model, and a short
+    pretraining pass over the site's rendered pages: the offline stand-in for a base LM."""
+    from webdancer.agents.pretrain import pretrain
+    from webdancer.agents.tiny import default_corpus, make_tiny
+    from webdancer.demo import site_corpus
+
+    m = cfg.model
+    corpus = itertools.chain(site_corpus(web), default_corpus(300, seed=m.seed))
+    init = make_tiny(out / "init", corpus=corpus, vocab_size=m.vocab_size, hidden_size=m.hidden_size,
+                     num_layers=m.num_layers, num_heads=max(2, m.hidden_size // 32),
+                     num_kv_heads=max(1, m.hidden_size // 64), intermediate_size=3 * m.hidden_size, seed=m.seed,
+                     extra_tokens=entity_tokens(web) if m.entity_tokens else ())
+    if m.pretrain_steps <= 0:
+        return init
+    return pretrain(init, site_corpus(web), out / "base", steps=m.pretrain_steps, seq_len=m.pretrain_seq_len,
+                    batch_size=m.pretrain_batch_size, lr=m.pretrain_lr, seed=m.seed,
+                    copy_fraction=m.pretrain_copy_fraction, wandb_mode=cfg.wandb_mode)
+
+
+def sft_stage(cfg: DemoConfig, base: Path, data: Path, out: Path) -> Path:
+    from webdancer.algos.sft import train_sft
+    from webdancer.conf.sft import SFTConfig
+
+    s = cfg.sft
+    sft_cfg = SFTConfig(model=str(base), data=[str(data)], out=str(out), lr=s.lr, max_steps=s.steps,
+                        batch_size=s.batch_size, micro_batch_tokens=s.micro_batch_tokens,
+                        warmup_steps=s.warmup_steps, max_length=s.max_length, truncate=True,
+                        schedule="cosine", weight_decay=0.0, pack=True, seed=cfg.model.seed,
+                        save_every=0, keep_checkpoints=1, wandb_mode=cfg.wandb_mode)
+    train_sft(sft_cfg)
+    return out / "final"
+
+
+def rl_stage(cfg: DemoConfig, sft: Path, web: Path, qa: Path, out: Path) -> Path:
+    from webdancer.algos import ALGORITHMS
+    from webdancer.algos.rl import train_rl
+    from webdancer.conf.rl import EnvSection, RLConfig, RolloutSection, TaskSection, algo_node
+
+    r, e = cfg.rl, cfg.env
+    node = algo_node(r.algo, ALGORITHMS.get(r.algo).config_type)(**r.algo_options)
+    rl_cfg = RLConfig(
+        algo=node, model=str(sft), out=str(out),
+        env=EnvSection(web=str(web), top_k=e.top_k, snippet_chars=e.snippet_chars,
+                       visit_budget_chars=e.visit_budget_chars, max_links=e.max_links),
+        tasks=TaskSection(train=str(qa / "train.jsonl"), test=str(qa / "test.jsonl")),
+        rollout=RolloutSection(max_turns=e.max_turns, max_new_tokens=e.max_new_tokens,
+                               max_context_tokens=e.max_context_tokens, temperature=r.temperature,
+                               prompt_style=e.prompt_style),
+        steps=r.steps, prompts_per_step=r.prompts_per_step, group_size=r.group_size,
+        mini_batch_prompts=r.mini_batch_prompts, micro_batch_size=r.micro_batch_size, lr=r.lr,
+        eval_every=0, seed=cfg.model.seed, wandb_mode=cfg.wandb_mode, save_every=0, keep_checkpoints=1,
+    )
+    train_rl(rl_cfg)
+    return out / "final"
