@@ -77,7 +77,20 @@ def oracle_trajectories(cfg: DemoConfig, web: Path, tasks: list[Task], out: Path
     report.write(out)
     path = out / "sft.jsonl"
     write_trajectories(report.kept, path, "trajectory")
+    write_first_turns(path, out / "first_turns.jsonl")
     return path, dict(report.counts)
+
+
+def write_first_turns(conversations: Path, out: Path) -> Path:
+    """Each conversation cut after its first assistant turn: the short samples of the SFT
+    warm-up (``sft.warmup_first_turns``), where the model learns to copy the question's
+    entity into its first search before it learns whole trajectories."""
+    with conversations.open(encoding="utf-8") as src, out.open("w", encoding="utf-8") as dst:
+        for line in src:
+            messages = json.loads(line)["messages"]
+            first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
+            dst.write(json.dumps({"messages": messages[: first + 1]}, ensure_ascii=False) + "\n")
+    return out
 
 
 def site_corpus(web: Path, limit: int | None = None) -> Iterator[str]:

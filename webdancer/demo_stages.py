@@ -46,16 +46,26 @@ def make_base_model(cfg: DemoConfig, web: Path, out: Path) -> Path:
 
 
 def sft_stage(cfg: DemoConfig, base: Path, data: Path, out: Path) -> Path:
+    """SFT on the kept trajectories, after an optional warm-up on their first turns.
+
+    The warm-up is a short-context curriculum: the first turns are ~100 tokens, so a
+    step sees many more questions, and the model learns to copy the question's entity
+    into its search (an ability the small model lacks) before it learns whole episodes.
+    """
     from webdancer.algos.sft import train_sft
     from webdancer.conf.sft import SFTConfig
 
     s = cfg.sft
-    sft_cfg = SFTConfig(model=str(base), data=[str(data)], out=str(out), lr=s.lr, max_steps=s.steps,
+    common = dict(schedule="cosine", weight_decay=0.0, pack=True, seed=cfg.model.seed, save_every=0,
+                  keep_checkpoints=1, wandb_mode=cfg.wandb_mode, truncate=True)
+    if s.warmup_first_turns_steps > 0:
+        train_sft(SFTConfig(model=str(base), data=[str(data.with_name("first_turns.jsonl"))], out=str(out / "warmup"),
+                            lr=s.lr, max_steps=s.warmup_first_turns_steps, batch_size=s.warmup_batch_size,
+                            warmup_steps=s.warmup_steps, max_length=512, **common))
+        base = out / "warmup" / "final"
+    train_sft(SFTConfig(model=str(base), data=[str(data)], out=str(out), lr=s.lr, max_steps=s.steps,
                         batch_size=s.batch_size, micro_batch_tokens=s.micro_batch_tokens,
-                        warmup_steps=s.warmup_steps, max_length=s.max_length, truncate=True,
-                        schedule="cosine", weight_decay=0.0, pack=True, seed=cfg.model.seed,
-                        save_every=0, keep_checkpoints=1, wandb_mode=cfg.wandb_mode)
-    train_sft(sft_cfg)
+                        warmup_steps=s.warmup_steps, max_length=s.max_length, **common))
     return out / "final"
 
 

@@ -13,7 +13,8 @@ from webdancer.cli import main
 SMALL = [
     "web.pages=300", "qa.crawl_pages=300", "qa.n_crawlqa_train=16", "qa.n_e2hqa_train=8", "qa.n_crawlqa_test=4",
     "qa.n_e2hqa_test=2", "model.pretrain_steps=3", "model.pretrain_batch_size=4", "model.hidden_size=32",
-    "model.num_layers=1", "model.vocab_size=1024", "sft.steps=2", "sft.batch_size=4", "rl.steps=1",
+    "model.num_layers=1", "model.vocab_size=1024", "sft.steps=2", "sft.batch_size=4",
+    "sft.warmup_first_turns_steps=2", "sft.warmup_batch_size=4", "rl.steps=1",
     "rl.prompts_per_step=2", "rl.group_size=2", "rl.mini_batch_prompts=2", "rl.micro_batch_size=4",
     "+rl.algo_options.max_gen_rounds=1", "env.max_turns=3", "env.max_new_tokens=24", "eval.runs=2",
     "threads=1", "wandb_mode=disabled",
@@ -40,6 +41,11 @@ def test_demo_writes_the_report_for_base_sft_and_rl(demo_run: Path) -> None:
     assert report["info"]["qa"] == {"train": 24, "test": 6}
     filt = report["info"]["trajectories"]["filter"]
     assert filt["input"] == 24 and 0 < filt["quality"] <= filt["input"]
+    first_turns = [json.loads(line)["messages"] for line in (demo_run / "data" / "first_turns.jsonl").open()]
+    assert len(first_turns) == filt["quality"]
+    assert all([m["role"] for m in msgs].count("assistant") == 1 and msgs[-1]["role"] == "assistant"
+               for msgs in first_turns)
+    assert (demo_run / "sft" / "warmup" / "final" / "config.json").exists()
     md = (demo_run / "report.md").read_text()
     assert "| rl |" in md and "Pass@1" in md
     for png in ("accuracy_by_hops.png", "rl_curves.png", "sft_curves.png"):

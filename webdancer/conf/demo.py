@@ -37,8 +37,8 @@ class DemoQA:
     """CRAWLQA (single page + multi-hop) and E2HQA tasks; test questions never appear in train."""
 
     crawl_pages: int = 2000
-    n_crawlqa_train: int = 600
-    n_e2hqa_train: int = 200
+    n_crawlqa_train: int = 3000
+    n_e2hqa_train: int = 800
     n_crawlqa_test: int = 40
     n_e2hqa_test: int = 20
     crawlqa_hops_high: int = 2
@@ -57,7 +57,7 @@ class DemoModel:
     pretrain_seq_len: int = 256
     pretrain_batch_size: int = 16
     pretrain_lr: float = 3e-3
-    pretrain_copy_fraction: float = 0.0  # share of pretraining rows that are a window written twice (copying)
+    pretrain_copy_fraction: float = 0.5  # share of pretraining rows that are a window written twice (copying)
 
 
 @dataclass
@@ -65,6 +65,8 @@ class DemoSFT:
     steps: int = 240
     lr: float = 3e-3
     batch_size: int = 8  # conversations per optimizer step
+    warmup_first_turns_steps: int = 300  # steps on first turns only before whole trajectories; 0 skips
+    warmup_batch_size: int = 32
     micro_batch_tokens: int = 0  # tokens per packed forward pass; 0: max_length
     warmup_steps: int = 20
     max_length: int = 1536
@@ -74,7 +76,7 @@ class DemoSFT:
 class DemoRL:
     algo: str = "dapo"
     algo_options: dict[str, Any] = field(default_factory=dict)
-    steps: int = 12
+    steps: int = 10
     prompts_per_step: int = 8
     group_size: int = 8
     mini_batch_prompts: int = 8
