@@ -44,7 +44,7 @@ def scripted_actions(web: Path, n_episodes: int) -> list[list[str]]:
                 actions.append(BAD_TURN)
                 env.step(BAD_TURN)
             actions.append(action)
-            obs, reward, terminated, truncated, info = env.step(action)
+            obs, _reward, terminated, truncated, info = env.step(action)
             done = terminated or truncated
         solved += info["reward_breakdown"].get("exact_match", 0.0) == 1.0
         episodes.append(actions)

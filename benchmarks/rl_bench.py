@@ -43,6 +43,7 @@ its ``metrics.jsonl``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -205,7 +206,7 @@ def run_trl(model_dir: Path, args: argparse.Namespace, work: Path) -> tuple[list
     trainer.add_callback(StepClock())
     trainer.train()
     steps = []
-    for (t0, a), (t1, b) in list(zip(marks, marks[1:]))[1:]:  # interval 0 is the warm-up step
+    for (t0, a), (t1, b) in list(itertools.pairwise(marks))[1:]:  # interval 0 is the warm-up step
         d = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in ("tokens", "generation", "logprob", "generate_and_score")}
         step_s = t1 - t0
         steps.append({"tokens": d["tokens"], "step_s": step_s, "generation": d["generation"],

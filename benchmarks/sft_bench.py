@@ -67,7 +67,7 @@ def prepare(work: Path, n_conversations: int) -> dict[str, Any]:
         build_synthetic_web(web, pages=600, seed=0, progress=False)
     store, search = open_web(web)
     tasks = list(SyntheticTasks(WebDir(web).graph(), n=n_conversations, hops=(1, 3), split="all", seed=0))
-    env_fn = lambda: WebEnv(store=store, search=search, max_turns=12, top_k=5, snippet_chars=150,  # noqa: E731
+    env_fn = lambda: WebEnv(store=store, search=search, max_turns=12, top_k=5, snippet_chars=150,
                             visit_budget_chars=1200, max_links=5)
     trajs = sample_oracle(env_fn, tasks, prompt_style="compact", date="2025-01-01", progress=False)
     store.close()
@@ -165,7 +165,7 @@ def worker(variant: str, spec_path: str) -> None:
 def run_variant(variant: str, spec_path: Path) -> dict[str, Any]:
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(json.loads(spec_path.read_text())["threads"])}
     proc = subprocess.run([sys.executable, __file__, "--worker", variant, "--spec", str(spec_path)], env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-1500:]}"}

@@ -25,7 +25,7 @@ SHARED_PAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def bench_synthetic(pages: int, workdir: Path, n_queries: int, n_lookups: int) -> dict[str, float]:

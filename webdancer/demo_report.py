@@ -47,8 +47,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     k = report["config"]["eval"]["runs"]
     rows = [
-        f"| model | Pass@1 (mean of runs) | Pass@1 per run | Pass@{k} | Cons@{k} | invalid-action rate "
-        "| tool calls / episode |",
+        (f"| model | Pass@1 (mean of runs) | Pass@1 per run | Pass@{k} | Cons@{k} | invalid-action rate "
+        "| tool calls / episode |"),
         "|---|---|---|---|---|---|---|",
     ]
     for name in MODELS:
@@ -67,9 +67,9 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     lines = [
         "# webdancer demo",
         "",
-        f"Synthetic web of {info['web']['pages']} pages; {info['qa']['train']} training and {info['qa']['test']} "
+        (f"Synthetic web of {info['web']['pages']} pages; {info['qa']['train']} training and {info['qa']['test']} "
         f"held-out questions (CRAWLQA + E2HQA); {k} runs per question at temperature "
-        f"{report['config']['eval']['temperature']}.",
+        f"{report['config']['eval']['temperature']}."),
         "",
         "## Held-out results",
         "",

@@ -56,8 +56,8 @@ def sft_stage(cfg: DemoConfig, base: Path, data: Path, out: Path) -> Path:
     from webdancer.conf.sft import SFTConfig
 
     s = cfg.sft
-    common = dict(schedule="cosine", weight_decay=0.0, pack=True, seed=cfg.model.seed, save_every=0,
-                  keep_checkpoints=1, wandb_mode=cfg.wandb_mode, truncate=True)
+    common = {"schedule": "cosine", "weight_decay": 0.0, "pack": True, "seed": cfg.model.seed, "save_every": 0,
+                  "keep_checkpoints": 1, "wandb_mode": cfg.wandb_mode, "truncate": True}
     if s.warmup_first_turns_steps > 0:
         train_sft(SFTConfig(model=str(base), data=[str(data.with_name("first_turns.jsonl"))], out=str(out / "warmup"),
                             lr=s.lr, max_steps=s.warmup_first_turns_steps, batch_size=s.warmup_batch_size,

@@ -86,7 +86,7 @@ class RunLogger:
 
             return wandb.init(project=project, name=name or self.run_dir.name, dir=str(self.run_dir), mode=mode,
                               config=dict(config), reinit="finish_previous")
-        except Exception as e:  # logging must never end a training run
+        except Exception as e:  # noqa: BLE001  wandb raises many types; logging must never end a training run
             log.warning("wandb is off for this run (%s: %s); metrics still go to %s", type(e).__name__, e, self.path)
             return None
 
@@ -97,7 +97,7 @@ class RunLogger:
         if self._wandb is not None:
             try:
                 self._wandb.log(dict(metrics), step=int(step))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001  as above
                 log.warning("wandb.log failed (%s); continuing with metrics.jsonl only", e)
                 self._wandb = None
 
@@ -106,6 +106,6 @@ class RunLogger:
         if self._wandb is not None:
             try:
                 self._wandb.finish()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001  as above
                 log.warning("wandb.finish failed (%s)", e)
         return png

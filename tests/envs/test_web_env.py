@@ -86,7 +86,7 @@ def test_invalid_actions_are_observations_and_counted(synthetic_web: Path) -> No
         (_call("search", query="q", extra=1), "search"),
     ]
     for n, (action, tool) in enumerate(cases, 1):
-        obs, reward, terminated, truncated, info = env.step(action)
+        obs, _reward, terminated, truncated, info = env.step(action)
         assert not info["valid_action"], action
         assert info["error"] and obs
         assert info["invalid_actions"] == n
@@ -161,7 +161,7 @@ def test_vector_envs(synthetic_web: Path) -> None:
     for vec in (gym.vector.SyncVectorEnv(fns), gym.vector.AsyncVectorEnv(fns, shared_memory=False)):
         obs, _ = vec.reset(seed=3)
         assert len(obs) == 2 and all(isinstance(o, str) for o in obs)
-        obs, rewards, terminated, truncated, infos = vec.step((_call("search", query="city"), "<answer>x</answer>"))
+        obs, _rewards, terminated, _truncated, _infos = vec.step((_call("search", query="city"), "<answer>x</answer>"))
         assert "## Web Results" in obs[0]
         assert list(terminated) == [False, True]
         vec.close()

@@ -16,13 +16,13 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("vLLM tests need a CUDA GPU", allow_module_level=True)
 
-from transformers import AutoModelForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM
 
-from webdancer.agents.engines import engine_class  # noqa: E402
-from webdancer.agents.engines.base import SamplingParams  # noqa: E402
-from webdancer.agents.engines.hf import process_logits  # noqa: E402
-from webdancer.agents.engines.vllm import VLLMEngine  # noqa: E402
-from webdancer.agents.tiny import default_corpus, make_tiny  # noqa: E402
+from webdancer.agents.engines import engine_class
+from webdancer.agents.engines.base import SamplingParams
+from webdancer.agents.engines.hf import process_logits
+from webdancer.agents.engines.vllm import VLLMEngine
+from webdancer.agents.tiny import default_corpus, make_tiny
 
 PROMPTS = [
     "<|im_start|>user\nWho founded the Telmark Guild of Engravers?<|im_end|>\n<|im_start|>assistant\n",

@@ -7,7 +7,7 @@ import sys
 
 import torch
 from accelerate import Accelerator
-from grad_capture import CaptureGrads, NoSchedule  # noqa: E402  (beside this script)
+from grad_capture import CaptureGrads, NoSchedule
 from transformers import AutoModelForCausalLM
 
 from webdancer.algos import ALGORITHMS

@@ -24,7 +24,7 @@ def oracle_conversations(web: Path, out: Path, n: int = 8, seed: int = 1) -> Pat
 
     store, search = open_web(web)
     tasks = list(SyntheticTasks(WebDir(web).graph(), n=n, hops=(1, 3), split="all", seed=seed))
-    env_fn = lambda: WebEnv(store=store, search=search, max_turns=12, top_k=3, snippet_chars=80,  # noqa: E731
+    env_fn = lambda: WebEnv(store=store, search=search, max_turns=12, top_k=3, snippet_chars=80,
                             visit_budget_chars=400, max_links=3)
     trajs = sample_oracle(env_fn, tasks, prompt_style="compact", date=DATE, progress=False)
     store.close()

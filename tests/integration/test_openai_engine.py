@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import requests
@@ -230,11 +231,11 @@ class _Scripted(BaseHTTPRequestHandler):
     """Answers each POST with the next of ``replies`` (status, JSON body, headers)
     and records ``(path, headers, body)`` of every request in ``seen``."""
 
-    replies: list[tuple[int, dict, dict[str, str]]] = []
-    seen: list[tuple[str, dict[str, str], dict]] = []
+    replies: ClassVar[list[tuple[int, dict, dict[str, str]]]] = []
+    seen: ClassVar[list[tuple[str, dict[str, str], dict]]] = []
     lock = threading.Lock()
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         with _Scripted.lock:
             _Scripted.seen.append((self.path, dict(self.headers), body))

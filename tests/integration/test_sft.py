@@ -20,7 +20,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from webdancer.algos.checkpoint import checkpoints
 from webdancer.algos.sft import train_sft
 from webdancer.conf.sft import SFTConfig
-from webdancer.data.sft_data import SFTSample, load_sft_samples, pack, read_conversations, tokenize_conversation
+from webdancer.data.sft_data import (
+    SFTSample,
+    load_sft_samples,
+    pack,
+    read_conversations,
+    tokenize_conversation,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,8 +47,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
 
 
 def _cfg(tiny: Path, data: Path, out: Path, **kw) -> SFTConfig:
-    base = dict(model=str(tiny), data=[str(data)], out=str(out), lr=3e-3, batch_size=4, max_length=1100,
-                epochs=1, wandb_mode="disabled", progress=False, threads=1, keep_checkpoints=10)
+    base = {"model": str(tiny), "data": [str(data)], "out": str(out), "lr": 3e-3, "batch_size": 4, "max_length": 1100,
+                "epochs": 1, "wandb_mode": "disabled", "progress": False, "threads": 1, "keep_checkpoints": 10}
     return SFTConfig(**{**base, **kw})
 
 
@@ -140,7 +146,7 @@ def test_loss_falls_and_the_run_writes_its_outputs(tmp_path: Path, tiny: Path, d
 
 
 def test_resume_after_a_kill_reproduces_the_loss_curve(tmp_path: Path, tiny: Path, data: Path) -> None:
-    common = dict(max_steps=6, batch_size=2, save_every=1, warmup_steps=2, schedule="cosine")
+    common = {"max_steps": 6, "batch_size": 2, "save_every": 1, "warmup_steps": 2, "schedule": "cosine"}
     full = train_sft(_cfg(tiny, data, tmp_path / "full", **common))
 
     part = tmp_path / "part"

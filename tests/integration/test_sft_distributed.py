@@ -34,7 +34,7 @@ def test_two_processes_give_single_process_gradients(tmp_path: Path, setup: tupl
            str(REPO / "webdancer" / "conf" / "accelerate" / "cpu_2proc.yaml"),
            str(Path(__file__).with_name("sft_ddp_script.py")), str(tiny), str(data), str(tmp_path / "grads.pt"),
            str(tmp_path / "run")]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
 
     two = torch.load(tmp_path / "grads.pt")

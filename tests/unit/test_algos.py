@@ -83,7 +83,7 @@ def test_dual_clip_caps_negative_advantage_loss() -> None:
 
 def test_dual_clip_leaves_positive_advantages_alone() -> None:
     ratio = torch.tensor([[5.0]])
-    clips = dict(clip_low=0.2, clip_high=0.28, clip_c=3.0)
+    clips = {"clip_low": 0.2, "clip_high": 0.28, "clip_c": 3.0}
     loss, ev = clipped_surrogate(ratio, torch.tensor([[2.0]]), **clips)
     assert loss.item() == pytest.approx(-2.0 * 1.28) and not ev.dual.any()
     loss, ev = clipped_surrogate(ratio, torch.tensor([[-2.0]]), **clips)
@@ -218,7 +218,7 @@ def test_data_parallel_contract_divides_by_world_size() -> None:
     world = 2
     tokens, _ = step_loss_scales([mask])  # what the all-reduce would sum to
     grads = []
-    for rank_rows in (range(0, 3), range(3, 6)):
+    for rank_rows in (range(3), range(3, 6)):
         x = logp.clone().requires_grad_()
         for r in rank_rows:
             rows = slice(r, r + 1)
@@ -238,7 +238,7 @@ def _ddp_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
     try:
         logp, old, adv, mask = _micro_batch_setup()
         x = logp.clone().requires_grad_()
-        rows = [range(0, 2), range(2, 6)][rank]  # unequal shares of tokens per process
+        rows = [range(2), range(2, 6)][rank]  # unequal shares of tokens per process
         micro = [slice(r, r + 1) for r in rows]
         tokens, seqs = step_loss_scales([mask[m] for m in micro])
         for m in micro:

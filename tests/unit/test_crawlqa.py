@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -204,7 +205,7 @@ def test_multi_hop_answers_follow_the_graph(web: Web, graph_tasks: list[Task]) -
         spec = ATTR_BY_NAME[(node.type, task.meta["attribute"])]
         assert task.answer == format_value(spec, node.attributes[spec.name])
         path = task.meta["golden_path"]
-        for a, b in zip(path, path[1:]):
+        for a, b in itertools.pairwise(path):
             assert b in _links(web.store, a)
 
 
@@ -288,7 +289,7 @@ def test_oracle_solves_single_page_and_multi_hop_tasks(web: Web, full_crawl: Cra
         agent.reset(task)
         done = False
         while not done:
-            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+            obs, reward, terminated, truncated, _info = env.step(agent.act(obs))
             done = terminated or truncated
         solved += reward == pytest.approx(1.0)
     assert solved / len(tasks) >= 0.95
@@ -332,7 +333,7 @@ def test_engine_writer_parses_replies_and_skips_bad_ones(full_crawl: CrawlResult
         path = task.meta["golden_path"]
         assert 1 <= len(path) <= 3 and all(url in prompt for url in path)
         assert full_crawl.pages[path[0]].title in prompt
-        for a, b in zip(path, path[1:]):
+        for a, b in itertools.pairwise(path):
             assert b in full_crawl.linked(a)
         assert task.meta["source_urls"] == path  # unknown evidence URLs: the pages shown
         assert task.meta["source"] == "crawlqa" and task.meta["oracle"] is False

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -105,7 +106,7 @@ def test_golden_path_pages_link_in_order(store: SnapshotStore,
                                          by_hops: dict[int, list[Task]]) -> None:
     for task in by_hops[8]:
         path = task.meta["golden_path"]
-        for a, b in zip(path, path[1:]):
+        for a, b in itertools.pairwise(path):
             assert b in _links(store, a)
 
 
@@ -182,7 +183,7 @@ def test_oracle_solves_e2hqa_tasks(graph: KnowledgeGraph, env: WebEnv) -> None:
         agent.reset(task)
         done = False
         while not done:
-            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+            obs, reward, terminated, truncated, _info = env.step(agent.act(obs))
             done = terminated or truncated
         solved += reward == pytest.approx(1.0)
     assert solved / len(tasks) >= 0.95

@@ -117,9 +117,9 @@ def site() -> Iterator[Site]:
 
 def fetcher(**kwargs: object) -> Fetcher:
     """A fast Fetcher for tests: loopback allowed, no robots, no spacing, tiny backoff."""
-    options: dict[str, object] = dict(
-        allow_hosts=LOCAL, respect_robots=False, min_interval_s=0.0, backoff_s=0.01, timeout_s=5.0
-    )
+    options: dict[str, object] = {
+        "allow_hosts": LOCAL, "respect_robots": False, "min_interval_s": 0.0, "backoff_s": 0.01, "timeout_s": 5.0
+    }
     options.update(kwargs)
     return Fetcher(**options)  # type: ignore[arg-type]
 

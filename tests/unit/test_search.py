@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -193,7 +193,7 @@ def test_persisted_index_opens_in_another_process(tmp_path: Path) -> None:
         "print(BM25Search.open(sys.argv[1]).search(['lyon'], k=1)[0][0].url)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(index_dir)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code, str(index_dir)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "https://ex.org/lyon"
@@ -304,9 +304,9 @@ class FakeStore:
 
 
 class FakeSerper(BaseHTTPRequestHandler):
-    requests: list[dict[str, Any]] = []
+    requests: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+    def do_POST(self) -> None:
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeSerper.requests.append(payload)
         if self.headers.get("X-API-KEY") != "test-key":

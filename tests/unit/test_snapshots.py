@@ -190,9 +190,8 @@ def test_readonly_and_missing_store_errors(tmp_path: Path) -> None:
         SnapshotStore(tmp_path).put("http://a.com/2", b"y")
     with pytest.raises(ValueError, match="Unknown snapshot mode"):
         SnapshotStore(tmp_path, mode="replya")  # type: ignore[arg-type]
-    with SnapshotStore(tmp_path, readonly=False):
-        with pytest.raises(RuntimeError, match="Another process is writing"):
-            SnapshotStore(tmp_path, readonly=False)
+    with SnapshotStore(tmp_path, readonly=False), pytest.raises(RuntimeError, match="Another process is writing"):
+        SnapshotStore(tmp_path, readonly=False)
 
 
 def test_record_then_replay_offline(tmp_path: Path, no_network: None) -> None:
@@ -410,9 +409,8 @@ def test_readonly_store_pickles_and_writable_does_not(tmp_path: Path) -> None:
     build(tmp_path, {"http://a.com/": b"x"})
     clone = pickle.loads(pickle.dumps(SnapshotStore(tmp_path)))
     assert clone.get("http://a.com/").body == b"x"  # type: ignore[union-attr]
-    with SnapshotStore(tmp_path, readonly=False) as writer:
-        with pytest.raises(TypeError, match="cannot be pickled"):
-            pickle.dumps(writer)
+    with SnapshotStore(tmp_path, readonly=False) as writer, pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(writer)
 
 
 # ---- Page.text -------------------------------------------------------------------------

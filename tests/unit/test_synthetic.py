@@ -381,6 +381,6 @@ def test_write_site_puts_every_page(site: SyntheticSite, pages: dict[str, str]) 
 def test_lazy_pages_mapping(site: SyntheticSite, pages: dict[str, str]) -> None:
     url = site.graph.of_type("event")[2].url
     assert site.pages[url] == pages[url] == site.page(url)
-    assert list(site.pages)[0] == site.home_url
+    assert next(iter(site.pages)) == site.home_url
     with pytest.raises(KeyError, match="not a page"):
         site.page(site.base_url + "/wiki/Person/Nobody")

@@ -20,7 +20,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from webdancer.agents.engines.base import Engine, SamplingParams
-from webdancer.agents.prompts import Message, build_messages, encode, observation_message, render_text
+from webdancer.agents.prompts import (
+    Message,
+    build_messages,
+    encode,
+    observation_message,
+    render_text,
+)
 from webdancer.agents.trajectory import Trajectory, TurnRecord
 from webdancer.envs.actions import parse_turn
 from webdancer.envs.tasks import Task

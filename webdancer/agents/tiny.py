@@ -89,13 +89,14 @@ def protocol_samples(subject: str, fact: str) -> list[str]:
         "arguments": {"url": [f"https://synthwiki.example/wiki/{slug}"], "goal": f"facts about {subject}"},
     }
     return [
-        f"<think>I need to find out about {subject}. A search should give me its page.</think>\n"
-        f"<tool_call>\n{json.dumps(search)}\n</tool_call>",
-        f"<tool_response>\nA search for '{subject}' found 1 result:\n## Web Results\n"
-        f"1. [{subject}](https://synthwiki.example/wiki/{slug})\n{subject} is {fact}.\n</tool_response>",
-        f"<think>The result looks relevant; I will read the page.</think>\n<tool_call>\n{json.dumps(visit)}\n</tool_call>",
-        f"<think>The page says that {subject} is {fact}. That answers the question.</think>\n"
-        f"<answer>{subject} is {fact}.</answer>",
+        (f"<think>I need to find out about {subject}. A search should give me its page.</think>\n"
+        f"<tool_call>\n{json.dumps(search)}\n</tool_call>"),
+        (f"<tool_response>\nA search for '{subject}' found 1 result:\n## Web Results\n"
+        f"1. [{subject}](https://synthwiki.example/wiki/{slug})\n{subject} is {fact}.\n</tool_response>"),
+        (f"<think>The result looks relevant; I will read the page.</think>\n"
+         f"<tool_call>\n{json.dumps(visit)}\n</tool_call>"),
+        (f"<think>The page says that {subject} is {fact}. That answers the question.</think>\n"
+        f"<answer>{subject} is {fact}.</answer>"),
     ]
 
 
@@ -124,7 +125,16 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int,
     single (non-special) tokens. ``vocab_size`` is an upper bound that counts them
     all; a small corpus runs out of merges (at ``min_frequency`` 2) before it.
     ``extra_tokens`` become single tokens on top of it (matched longest first)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     base_size = vocab_size - len(PROTOCOL_TOKENS)

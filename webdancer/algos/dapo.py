@@ -98,9 +98,9 @@ def policy_loss(
     per_token, events = clipped_surrogate(
         ratio, adv, clip_low=clip_low, clip_high=clip_high, clip_c=clip_c
     )
-    scales = dict(
-        norm_length=norm_length, scale_tokens=loss_scale_tokens, scale_seqs=loss_scale_seqs
-    )
+    scales = {
+        "norm_length": norm_length, "scale_tokens": loss_scale_tokens, "scale_seqs": loss_scale_seqs
+    }
     pg_loss = aggregate(per_token, mask, agg, **scales)
     kl_term, kl_mean = kl_penalty(logp, ref_logp, mask, kl_coef=kl_coef, agg=agg, **scales)
     metrics = {"pg_loss": pg_loss.detach(), "kl": kl_mean}

@@ -100,7 +100,7 @@ def policy_loss(
     ratio = token_sequence_ratio(logp, old_logp, mask)  # (B, T)
     adv = expand_advantages(advantages, logp).to(logp.dtype)  # (B, T)
     per_token, events = clipped_surrogate(ratio, adv, clip_low=clip_low, clip_high=clip_high)
-    scales = dict(norm_length=norm_length, scale_tokens=scale_tokens, scale_seqs=scale_seqs)
+    scales = {"norm_length": norm_length, "scale_tokens": scale_tokens, "scale_seqs": scale_seqs}
     pg_loss = aggregate(per_token, mask, agg, **scales)
     kl_term, kl_mean = kl_penalty(logp, ref_logp, mask, kl_coef=kl_coef, agg=agg, **scales)
 

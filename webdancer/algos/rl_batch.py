@@ -62,7 +62,7 @@ def collate(samples: Sequence[Sample], pad_id: int, device: torch.device | str =
     adv = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
     old = _pad([s.old_logp for s in samples], width, 0.0, torch.float32) if samples[0].old_logp else None
     ref = _pad([s.ref_logp for s in samples], width, 0.0, torch.float32) if samples[0].ref_logp else None
-    to = lambda t: None if t is None else t.to(device)  # noqa: E731
+    to = lambda t: None if t is None else t.to(device)
     return PolicyBatch(to(ids), to(attn), to(mask), to(adv), to(old), to(ref))
 
 
@@ -139,7 +139,8 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
 
 def single_turn_step(model: Any, engine: Engine, optimizer: Any, scheduler: Any, accelerator: Any, algo: Algorithm,
                      algo_cfg: Any, prompts: Sequence[Sequence[int]],
-                     reward_fn: Callable[[int, list[int]], float], *, group_size: int, params: SamplingParams, pad_id: int,
+                     reward_fn: Callable[[int, list[int]], float], *, group_size: int, params: SamplingParams,
+                     pad_id: int,
                      micro_batch_size: int, grad_clip: float, old_logprobs: str = "recompute") -> dict[str, float]:
     """One step of single-turn RL: ``group_size`` completions of each prompt, one optimizer step.
 

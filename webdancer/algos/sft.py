@@ -49,7 +49,13 @@ from webdancer.algos.checkpoint import (
     seed_everything,
 )
 from webdancer.conf.sft import SFTConfig
-from webdancer.data.sft_data import Batch, SFTSample, block_causal_mask, load_sft_samples, micro_batches
+from webdancer.data.sft_data import (
+    Batch,
+    SFTSample,
+    block_causal_mask,
+    load_sft_samples,
+    micro_batches,
+)
 from webdancer.runlog import RunLogger
 
 log = logging.getLogger("webdancer.sft")

@@ -92,7 +92,7 @@ def engine_labels(specs: Sequence[EngineSpec]) -> list[str]:
     return out
 
 
-def _check_positive(name: str, value: int | float | None, minimum: int = 1) -> None:
+def _check_positive(name: str, value: float | None, minimum: int = 1) -> None:
     if value is not None and value < minimum:
         raise ValueError(f"{name}={value} must be at least {minimum}.")
 

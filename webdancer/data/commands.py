@@ -25,7 +25,12 @@ from webdancer.conf.synth import (
     engine_labels,
     parse_engine_spec,
 )
-from webdancer.data.filtering import ChatQualityJudge, FilterConfig, FilterReport, three_stage_filter
+from webdancer.data.filtering import (
+    ChatQualityJudge,
+    FilterConfig,
+    FilterReport,
+    three_stage_filter,
+)
 from webdancer.data.formats import convert, read_trajectories, write_trajectories
 from webdancer.envs.tasks import Task, load_jsonl_tasks, write_jsonl_tasks
 

@@ -103,7 +103,7 @@ class CrawlResult:
 
 def _host(url: str) -> str:
     host = (urlsplit(url).hostname or "").lower()
-    return host[4:] if host.startswith("www.") else host
+    return host.removeprefix("www.")
 
 
 def _is_html(page: Page) -> bool:

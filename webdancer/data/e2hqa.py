@@ -85,7 +85,7 @@ class PageChecker:
         if relation.startswith(INVERSE):
             heading = RELATION_BY_NAME[relation[1:]].incoming
             section = rf"^#+ {re.escape(heading)}\n(.*?)(?=^#|\Z)"
-            match = re.search(section, page.text, re.M | re.S)
+            match = re.search(section, page.text, re.MULTILINE | re.DOTALL)
             return bool(match) and target.name in match.group(1)
         value = read_infobox(page.text, RELATION_BY_NAME[relation].label)
         return value is not None and target.name in value

@@ -301,8 +301,8 @@ def three_stage_filter(trajs: Sequence[Trajectory], cfg: FilterConfig | None = N
             dropped["correctness"].append((traj, "unjudged: the judge gave no verdict"))
         elif result.score < cfg.min_reward:
             dropped["correctness"].append(
-                (traj, f"wrong_answer: {cfg.reward}={result.score:.2f} < {cfg.min_reward} "
-                       f"(answer {traj.answer!r}, gold {gold.answer!r})"))
+                (traj, (f"wrong_answer: {cfg.reward}={result.score:.2f} < {cfg.min_reward} "
+                       f"(answer {traj.answer!r}, gold {gold.answer!r})")))
         else:
             correct.append((traj, gold))
     counts["correctness"] = len(correct)

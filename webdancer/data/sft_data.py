@@ -84,7 +84,7 @@ class Batch:
     n_samples: int
 
     def to(self, device: torch.device | str) -> Batch:
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)
         return Batch(move(self.input_ids), move(self.position_ids), move(self.labels), move(self.loss_mask),
                      move(self.attention_mask), self.n_tokens, self.n_samples)
 

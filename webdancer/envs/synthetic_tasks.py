@@ -18,7 +18,13 @@ from collections.abc import Iterator, Sequence
 
 from webdancer.envs.tasks import Task
 from webdancer.web.synthetic_graph import Entity, KnowledgeGraph, walk
-from webdancer.web.synthetic_schema import ATTR_BY_NAME, ATTRIBUTES, RELATION_BY_NAME, describe, format_value
+from webdancer.web.synthetic_schema import (
+    ATTR_BY_NAME,
+    ATTRIBUTES,
+    RELATION_BY_NAME,
+    describe,
+    format_value,
+)
 
 MAX_HOPS = 15
 

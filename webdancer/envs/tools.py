@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from webdancer.registry import Registry
 from webdancer.web.render import RenderedPage, rank_passages, render_page
@@ -48,7 +48,7 @@ class ToolContext:
 class Tool(Protocol):
     name: str
     description: str
-    parameters: dict[str, Any]  # JSON schema of the arguments
+    parameters: ClassVar[dict[str, Any]]  # JSON schema of the arguments
 
     def __call__(self, arguments: Mapping[str, Any], ctx: ToolContext) -> ToolResult: ...
 
@@ -88,7 +88,7 @@ def _unknown_args(arguments: Mapping[str, Any], allowed: set[str], tool: str) ->
 class SearchTool:
     name = "search"
     description = "Search the web. Returns the top results (title, URL, snippet) for each query."
-    parameters = {
+    parameters: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {"query": {
             "type": "array", "items": {"type": "string"},
@@ -117,7 +117,7 @@ class VisitTool:
     name = "visit"
     description = ("Visit web pages and read them with a goal in mind. Returns the passages of each page "
                    "that serve the goal, and the page's links.")
-    parameters = {
+    parameters: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
             "url": {"type": "array", "items": {"type": "string"},

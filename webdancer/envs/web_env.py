@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 
@@ -58,7 +58,7 @@ class Episode:
 class WebEnv(gym.Env[str, str]):
     """A web information-seeking episode over a ``SnapshotStore`` and a search backend."""
 
-    metadata = {"render_modes": ["ansi", "human"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"]}
 
     def __init__(
         self,
@@ -185,7 +185,7 @@ class WebEnv(gym.Env[str, str]):
         ep.tool_calls += 1
         try:
             result = TOOLS.get(turn.tool)(turn.arguments, self.ctx)
-        except Exception as e:  # a fault of ours, not the agent's: report it, keep the episode
+        except Exception as e:  # noqa: BLE001  nothing escapes step(): a tool's fault becomes an observation
             result = ToolResult("", ok=False, error=f"The {turn.tool} tool failed ({type(e).__name__}: {e}).")
             info["error"] = result.error
             return result

@@ -129,7 +129,7 @@ def perturb_html(source: bytes, url: str, strength: float, seed: int) -> tuple[b
         more = etree.SubElement(content, "p")
         link = etree.SubElement(more, "a", {"href": url.rstrip("/") + CONTINUED})
         link.text = "Continued on the next page"
-    _add_ads(body, content, rng, n=int(round(3 * strength)))
+    _add_ads(body, content, rng, n=round(3 * strength))
     _reword_links(doc, rng, strength * 0.5)
     _wrap(content, rng, strength * 0.5)
     _rename_attrs(doc, rng, strength)

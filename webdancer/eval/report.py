@@ -146,11 +146,11 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# Evaluation: {report.get('engine', '?')} on {report.get('benchmark', '?')}", ""]
     run = report.get("run", {})
     lines += [f"- k = {k} runs per question, {run.get('n_tasks', '?')} questions",
-              f"- answer reward: `{report.get('answer_reward', '?')}`; "
-              f"reward: `{report.get('reward', {})}`",
+              (f"- answer reward: `{report.get('answer_reward', '?')}`; "
+              f"reward: `{report.get('reward', {})}`"),
               f"- web mode: {report.get('mode', '?')}",
-              f"- this invocation ran {run.get('episodes_run', '?')} episodes and resumed "
-              f"{run.get('episodes_resumed', '?')} in {_num(run.get('wall_s'), 1)} s", ""]
+              (f"- this invocation ran {run.get('episodes_run', '?')} episodes and resumed "
+              f"{run.get('episodes_resumed', '?')} in {_num(run.get('wall_s'), 1)} s"), ""]
     overall = report.get("overall")
     if not overall:
         return "\n".join(lines + ["No episodes.", ""])

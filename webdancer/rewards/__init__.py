@@ -9,14 +9,14 @@ from webdancer.rewards.overlong import OverlongPenalty, soft_overlong_penalty
 from webdancer.rewards.rules import contains, exact_match, f1, format_reward, normalize_answer
 
 __all__ = [
-    "REWARDS",
     "DEFAULT_WEIGHTS",
     "JUDGE_PROMPT",
+    "REWARDS",
+    "SHAPING_TERMS",
     "CombinedReward",
     "JudgeReward",
     "Judgement",
     "OverlongPenalty",
-    "SHAPING_TERMS",
     "RewardFn",
     "RewardResult",
     "answer_term",

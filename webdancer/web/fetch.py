@@ -39,8 +39,9 @@ import socket
 import threading
 import time
 import urllib.robotparser
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -50,10 +51,13 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util import connection as urllib3_connection
 
-__all__ = ["FetchResult", "Fetcher", "check_url", "SUPPORTED_CONTENT_TYPES"]
+__all__ = ["SUPPORTED_CONTENT_TYPES", "FetchResult", "Fetcher", "check_url"]
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SUPPORTED_CONTENT_TYPES = frozenset(
     {"text/html", "application/xhtml+xml", "text/plain", "application/json", "application/pdf"}
@@ -240,7 +244,7 @@ class _GuardRefusal(NewConnectionError):
 
 def _connect_vetted(conn: HTTPConnection, allow: _Allowlist) -> socket.socket:
     """Resolve, vet and connect to exactly the vetted addresses (closes DNS rebinding)."""
-    host = conn._dns_host.rstrip(".").lower()  # noqa: SLF001 - urllib3's resolver input
+    host = conn._dns_host.rstrip(".").lower()
     if allow.allows_name(host):
         return HTTPConnection._new_conn(conn)
     addresses, problem = _vet_host(host, conn.port, allow)
@@ -255,7 +259,7 @@ def _connect_vetted(conn: HTTPConnection, allow: _Allowlist) -> socket.socket:
                 source_address=conn.source_address,
                 socket_options=conn.socket_options,
             )
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             error = ConnectTimeoutError(conn, f"Connection to {host} timed out: {exc}")
         except OSError as exc:
             error = NewConnectionError(conn, f"Failed to establish a new connection: {exc}")
@@ -383,7 +387,7 @@ class Fetcher:
         if self._owns_session:
             self.session.close()
 
-    def __enter__(self) -> Fetcher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -83,8 +83,8 @@ class RenderedPage:
 # ----------------------------------------------------------------------------- bytes -> tree
 
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
-_META_CHARSET = re.compile(rb"<meta[^>]+?charset\s*=\s*[\"']?\s*([A-Za-z0-9_:.\-]+)", re.I)
-_CT_CHARSET = re.compile(r"charset\s*=\s*[\"']?\s*([A-Za-z0-9_:.\-]+)", re.I)
+_META_CHARSET = re.compile(rb"<meta[^>]+?charset\s*=\s*[\"']?\s*([A-Za-z0-9_:.\-]+)", re.IGNORECASE)
+_CT_CHARSET = re.compile(r"charset\s*=\s*[\"']?\s*([A-Za-z0-9_:.\-]+)", re.IGNORECASE)
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _CHARSET_ALIASES = {"utf8mb4": "utf-8", "unicode": "utf-8", "x-sjis": "shift_jis"}
 _MAGIC = (b"%PDF-", b"\x89PNG", b"GIF87a", b"GIF89a", b"\xff\xd8\xff", b"PK\x03\x04",
@@ -226,7 +226,7 @@ def _parse_gave_up() -> bool:
 
 
 _BLOCK_TAG = re.compile(r"</?(?:p|div|br|li|h[1-6]|tr|table|ul|ol|dl|dt|dd|section|article"
-                        r"|pre|blockquote|header|footer|main|nav|aside|form|hr)\b[^>]*>", re.I)
+                        r"|pre|blockquote|header|footer|main|nav|aside|form|hr)\b[^>]*>", re.IGNORECASE)
 _ANY_TAG = re.compile(r"<[^>]*>")
 _BLANK_LINE = re.compile(r"\n\s*\n")
 
@@ -298,14 +298,14 @@ def _holds_content(el: etree._Element) -> bool:
 _CHECKED = frozenset({BLOCK, LIST, ITEM, TABLE, CELL, LANDMARK})
 _TAG_KIND: dict[str, int] = {}
 for _kind, _tags in (
-    (SKIP, "script style noscript template svg iframe frame frameset object embed canvas head "
-           "title meta link base input select textarea button option optgroup datalist audio "
-           "video map area math"),
+    (SKIP, ("script style noscript template svg iframe frame frameset object embed canvas head "
+            "title meta link base input select textarea button option optgroup datalist audio "
+            "video map area math")),
     (BR, "br"), (LINK, "a"), (PRE, "pre listing xmp plaintext"),
     (HEADING, "h1 h2 h3 h4 h5 h6"),
     (FLOW, "html body caption"),
-    (BLOCK, "p div section blockquote center address details summary figure figcaption "
-            "fieldset legend form dl dt dd hgroup hr dialog search noframes"),
+    (BLOCK, ("p div section blockquote center address details summary figure figcaption "
+             "fieldset legend form dl dt dd hgroup hr dialog search noframes")),
     (LIST, "ul ol menu dir"), (ITEM, "li"), (TABLE, "table"), (ROW, "tr"), (CELL, "td th"),
     (LANDMARK, "nav header footer aside"), (ARTICLE, "article main"),
 ):
@@ -734,7 +734,7 @@ def render_page(
     size = max(page_size, MIN_PAGE_SIZE) if isinstance(page_size, int) else 8000
     try:
         return _render(html, url, size, content_type or "")
-    except Exception as exc:  # last resort: the agent reads why instead of the env crashing
+    except Exception as exc:  # noqa: BLE001  the contract is never to raise: the agent reads why instead
         return _message_page(url, f"(This page could not be rendered: {type(exc).__name__}.)", size)
 
 
@@ -760,7 +760,7 @@ def page_text(html: bytes | str, url: str = "", *, content_type: str = "") -> tu
         content = body if body is not None else root
         etree.strip_elements(content, *_INDEX_DROP, etree.Comment, with_tail=False)
         return title, _SPACES.sub(" ", " ".join(content.itertext())).strip()
-    except Exception:  # a page we cannot read is indexed by its address alone
+    except Exception:  # noqa: BLE001  never raises: a page we cannot read is indexed by its address alone
         return url, ""
 
 

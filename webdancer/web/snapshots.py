@@ -29,6 +29,7 @@ from urllib.parse import quote, urljoin
 
 from webdancer.web.urls import normalize_url
 from webdancer.web.warc import (
+    DAMAGED_DATA_ERRORS,
     WIRE_HEADERS,
     Problem,
     Record,
@@ -42,6 +43,8 @@ from webdancer.web.warc import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from webdancer.web.fetch import Fetcher
 
 __all__ = ["Miss", "Page", "Problem", "SnapshotStore"]
@@ -71,7 +74,7 @@ _SELECT = "SELECT file_id, offset, length, kind, status, content_type FROM entri
 _INSERT = "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 _Row = tuple[int, int, int, str, int, str]  # file_id, offset, length, kind, status, content_type
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
 def _valid_codec(name: str) -> str | None:
@@ -253,7 +256,7 @@ class SnapshotStore:
             self._out_fd, self._out_id, self._fds = None, -1, {}
             self._db, self._lock_fd = None, None
 
-    def __enter__(self) -> SnapshotStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -318,7 +321,7 @@ class SnapshotStore:
                 self._write_buffer()  # the record may not be written yet
             data = os.pread(self._fd(path), length, offset)
             rec: Record = parse_own(data) if own else parse_any(data)
-        except Exception as exc:  # a damaged store must not crash an episode
+        except DAMAGED_DATA_ERRORS as exc:  # a damaged store must not crash an episode
             logger.warning("snapshot record for %s unreadable (%s: %s)", url,
                            type(exc).__name__, exc)
             return Miss(url, f"snapshot record unreadable ({type(exc).__name__})")

@@ -277,11 +277,11 @@ class PageRenderer:
         for rel, targets in rels.items():
             rows.append(self.rel_row[rel] + ", ".join([link[t] for t in targets]) + "</td></tr>")
         parts = [
-            f'<article class="entity entity-{e.type}"><h1 id="firstHeading">{name}</h1>'
+            (f'<article class="entity entity-{e.type}"><h1 id="firstHeading">{name}</h1>'
             f'<p class="tagline">From {SITE_NAME}, the fictional encyclopedia</p>'
             f'<table class="infobox"><caption>{name}</caption>'
             f'<tbody>{"".join(rows)}</tbody></table>'
-            f"<p>{self._lead(e, kit, values)} {FILLER[h % len(FILLER)].format(s=name)}</p>"
+            f"<p>{self._lead(e, kit, values)} {FILLER[h % len(FILLER)].format(s=name)}</p>")
         ]
         short = name.rsplit(" ", 1)[-1] if e.type == "person" else SHORT_REF[e.type]
         for k, (heading, facts) in enumerate(kit.sections):

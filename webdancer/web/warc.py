@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from warcio.archiveiterator import ArchiveIterator
-from warcio.statusandheaders import StatusAndHeadersParser
+from warcio.exceptions import ArchiveLoadFailed
+from warcio.statusandheaders import StatusAndHeadersParser, StatusAndHeadersParserException
 
 # Headers that describe the wire encoding of a body; bodies here are always stored
 # decoded, so these would be wrong if kept.
@@ -92,7 +93,7 @@ def encode_record(kind: str, uri: str, block: bytes, content_type: str, date: st
         f"WARC/1.1\r\nWARC-Type: {kind}\r\nWARC-Record-ID: <urn:uuid:{uuid.uuid4()}>\r\n"
         f"WARC-Date: {date}\r\n{target}Content-Type: {_clean(content_type)}\r\n"
         f"Content-Length: {len(block)}\r\n\r\n"
-    ).encode("utf-8")
+    ).encode()
     return zlib.compress(head + block + b"\r\n\r\n", GZIP_LEVEL, 31)
 
 
@@ -117,6 +118,13 @@ def warcinfo_record(date: str) -> bytes:
     """A warcinfo record naming the writer, placed at the start of each file."""
     fields = b"software: webdancer\r\nformat: WARC File Format 1.1\r\n"
     return encode_record("warcinfo", "", fields, "application/warc-fields", date)
+
+
+# What reading damaged WARC data raises: warcio's own errors, broken gzip members,
+# truncation, malformed headers or numbers (ValueError, KeyError, IndexError; a bad
+# encoding is a ValueError too) and I/O errors.
+DAMAGED_DATA_ERRORS = (ArchiveLoadFailed, StatusAndHeadersParserException, zlib.error, EOFError, ValueError,
+                       KeyError, IndexError, OSError)
 
 
 def parse_own(data: bytes) -> Record:
@@ -210,7 +218,7 @@ def scan_warc(path: str) -> tuple[list[ScanEntry], list[Problem]]:
                 else:
                     continue
                 entries.append(ScanEntry(uri.strip("<>"), offset, length, kind, status, ctype))
-        except Exception as exc:  # warcio raises several types for damaged data
+        except DAMAGED_DATA_ERRORS as exc:
             text = str(exc).strip()
             if "non-chunked gzip" in text:  # no record can be reached by seeking
                 return [], [Problem(path, 0, "the file is one gzip stream, not one gzip member "

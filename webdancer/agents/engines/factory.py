@@ -21,7 +21,7 @@ SPEC_HELP = "use 'hf:PATH_OR_NAME', 'openai:BASE_URL#MODEL' or 'vllm:PATH'"
 
 def split_spec(spec: str) -> tuple[str, str]:
     """``"kind:rest"`` -> ``(kind, rest)``; ValueError naming the valid forms otherwise."""
-    kind, sep, rest = spec.strip().partition(":")
+    kind, _sep, rest = spec.strip().partition(":")
     if kind not in ("hf", "openai", "vllm") or (kind != "openai" and not rest):
         raise ValueError(f"engine spec {spec!r} is not valid; {SPEC_HELP}.")
     return kind, rest

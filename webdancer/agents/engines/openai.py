@@ -46,6 +46,7 @@ from webdancer.agents.engines.base import (
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+    from typing_extensions import Self
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -187,7 +188,7 @@ class OpenAIEngine:
         """Close the HTTP connections."""
         self._session.close()
 
-    def __enter__(self) -> OpenAIEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
