@@ -214,3 +214,24 @@ def test_jsonl_tasks_bad_line_names_file_and_line(tmp_path: Path) -> None:
     path.write_text('{"question": "q"}\n')
     with pytest.raises(ValueError, match=r"t.jsonl:1: missing 'answer'"):
         load_jsonl_tasks(path)
+
+
+def test_envs_sharing_a_search_backend_keep_their_own_snippet_length(synthetic_web: Path) -> None:
+    from webdancer.envs.backends import open_web
+
+    store, search = open_web(synthetic_web)
+    before = search.snippet_chars
+    graph = WebDir(synthetic_web).graph()
+    task = next(iter(SyntheticTasks(graph, n=1, hops=(1, 1), split="all", seed=0)))
+    query = task.meta["path"][0] if task.meta.get("path") else task.question
+    lengths = {}
+    envs = {n: WebEnv(store=store, search=search, tasks=[task], snippet_chars=n, top_k=1) for n in (60, 400)}
+    for n, env in envs.items():  # both built before either searches
+        env.reset(options={"task": task})
+        obs, *_ = env.step(_call("search", query=[str(query)]))
+        snippet = [line for line in obs.splitlines() if line.startswith("...")]
+        assert snippet, obs
+        lengths[n] = len(snippet[0])
+    assert lengths[60] < lengths[400]
+    assert search.snippet_chars == before  # the shared backend is untouched
+    store.close()

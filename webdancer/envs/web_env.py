@@ -10,6 +10,7 @@ writes makes ``step`` raise: bad turns come back as error observations with
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,9 @@ class WebEnv(gym.Env[str, str]):
         self.max_turn_observation_chars = max_turn_observation_chars
         self.reward_fn: RewardFn = reward_fn or CombinedReward(reward_weights)
         self.render_mode = render_mode
-        if snippet_chars is not None and hasattr(search, "snippet_chars"):
+        if snippet_chars is not None and getattr(search, "snippet_chars", snippet_chars) != snippet_chars:
+            # A shallow copy: the caller's backend may serve other envs with their own length.
+            search = copy.copy(search)
             search.snippet_chars = snippet_chars  # type: ignore[union-attr]
         self.ctx = ToolContext(store=store, search=search, top_k=top_k, visit_mode=visit_mode,
                                visit_budget_chars=visit_budget_chars, max_links=max_links)
