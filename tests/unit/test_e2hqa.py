@@ -78,6 +78,7 @@ def test_escalated_questions_name_only_the_new_start(graph: KnowledgeGraph,
                                                       by_hops: dict[int, list[Task]]) -> None:
     for task in (t for tasks in by_hops.values() for t in tasks):
         names = task.meta["entities"]
+        assert task.meta["entity_type"] == graph.by_name(names[-1]).type
         assert names[0] in task.question
         for name in names[1:]:
             assert name not in task.question

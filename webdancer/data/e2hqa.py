@@ -245,6 +245,7 @@ class GraphEscalator:
             "relation_labels": [relation_label(r) for r in relations],
             "attribute": attribute,
             "attribute_label": spec.label,
+            "entity_type": chain[-1].type,  # the oracle reads the answer's fact by (type, attribute)
             "source": "e2hqa",
             "easy_question": easy.question,
             "escalation": escalation,
