@@ -37,7 +37,7 @@ def env_factory(cfg: DemoConfig, web: Path, tasks: list[Task]) -> Callable[[], W
 
     def make() -> WebEnv:
         return WebEnv(web, tasks=tasks, max_turns=e.max_turns, top_k=e.top_k, snippet_chars=e.snippet_chars,
-                      visit_budget_chars=e.visit_budget_chars, max_links=e.max_links)
+                      visit_mode=e.visit_mode, visit_budget_chars=e.visit_budget_chars, max_links=e.max_links)
 
     return make
 

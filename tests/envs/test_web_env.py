@@ -109,6 +109,28 @@ def test_visit_and_search_observations(synthetic_web: Path) -> None:
     assert info["reward_breakdown"]["exact_match"] == 1.0
 
 
+def test_facts_visit_mode_returns_the_goal_facts_and_the_oracle_still_solves(synthetic_web: Path) -> None:
+    tasks = SyntheticTasks(WebDir(synthetic_web).graph(), n=40, hops=(1, 3), split="all")
+    env = WebEnv(synthetic_web, tasks=tasks, visit_mode="facts", visit_budget_chars=150, max_links=2, top_k=2)
+    agent, solved, evidence = OracleAgent(), 0, []
+    for i in range(len(tasks)):
+        obs, _ = env.reset(options={"index": i})
+        agent.reset(tasks[i])
+        done = False
+        while not done:
+            action = agent.act(obs)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            if "Evidence:" in obs:
+                evidence.append(obs.split("Evidence:\n", 1)[1].split("\n\nLinks:", 1)[0])
+            done = terminated or truncated
+        solved += reward == pytest.approx(1.0)
+    assert solved / len(tasks) >= 0.95
+    assert all(len(e.replace("\n", "")) <= 150 for e in evidence)
+    assert not any(e.startswith("#") for e in evidence)  # facts, not sections
+    with pytest.raises(ValueError, match="visit_mode='summary' is not a visit mode"):
+        WebEnv(synthetic_web, visit_mode="summary")
+
+
 def test_turn_budget_truncates_and_warns_once(synthetic_web: Path) -> None:
     env = WebEnv(synthetic_web, tasks=[Task("q?", "a")], max_turns=3)
     env.reset(seed=0)

@@ -85,6 +85,8 @@ def test_correct_of_reads_the_answer_term() -> None:
     ({"reward": "format:0.1,judge:0.9"}, "judge="),
     ({"hops": [3, 1]}, "hops"),
     ({"top_p": 0.0}, "top_p"),
+    ({"visit_mode": "summary"}, "visit_mode='summary' is not valid"),
+    ({"top_k": 0}, "top_k="),
 ])
 def test_eval_config_validation(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -94,6 +96,14 @@ def test_eval_config_validation(kw: dict[str, Any], match: str) -> None:
 def test_eval_config_defaults_are_the_reference_sampling() -> None:
     cfg = EvalConfig(engine="hf:x")
     assert (cfg.k, cfg.temperature, cfg.top_p, cfg.max_turns) == (3, 0.6, 0.95, 40)
+
+
+def test_eval_config_observation_budgets_reach_the_env() -> None:
+    from webdancer.eval.commands import env_kwargs
+
+    cfg = EvalConfig(engine="hf:x", top_k=2, visit_mode="facts", visit_budget_chars=150, max_links=1, snippet_chars=40)
+    assert env_kwargs(cfg) == {"top_k": 2, "snippet_chars": 40, "visit_mode": "facts", "visit_budget_chars": 150,
+                               "max_links": 1}
 
 
 def test_journal_drops_a_cut_off_line_and_refuses_garbage(tmp_path: Path) -> None:

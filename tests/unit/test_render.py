@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from webdancer.web.render import Link, RenderedPage, rank_passages, render_page
+from webdancer.web.render import Link, RenderedPage, evidence_units, rank_passages, render_page
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 HTML_PAGES = SHARED_DATA / "html_pages"
@@ -412,3 +412,20 @@ def test_rank_passages_on_a_rendered_page() -> None:
     page = render_page(doc(filler + "<h2>History</h2><p>The observatory opened in 1890.</p>"), URL)
     best = rank_passages(page.passages, "observatory opening year", 200)
     assert best[0] == "## History\nThe observatory opened in 1890."
+
+
+def test_rank_passages_only_matches_drops_the_rest_unless_nothing_matches() -> None:
+    assert rank_passages(PASSAGES, "river bridge", 10_000, only_matches=True) == [PASSAGES[2]]
+    assert rank_passages(PASSAGES, "volcano", 10_000, only_matches=True) == PASSAGES
+
+
+def test_evidence_units_split_sentences_rows_and_items_under_their_heading() -> None:
+    passages = ["| Born | 1761 |\n| --- | --- |\n| Height | 162 cm |",
+                "## Early life\nShe was born in 1761. She stood 162 cm tall! Dr. Who? No.",
+                "### Students\n- Rosa Rusk [4]\n- Ian Ebb [5]", "## Empty"]
+    assert evidence_units(passages) == [
+        "| Born | 1761 |", "| Height | 162 cm |", "She was born in 1761.", "She stood 162 cm tall!",
+        "Dr.", "Who?", "No.", "Students: Rosa Rusk [4]", "Students: Ian Ebb [5]",
+    ]
+    facts = rank_passages(evidence_units(passages), "students", 1000, only_matches=True)
+    assert facts == ["Students: Rosa Rusk [4]", "Students: Ian Ebb [5]"]

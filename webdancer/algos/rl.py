@@ -72,7 +72,7 @@ def make_env_fn(cfg: RLConfig, web: Path, tasks: list[Task]) -> Any:
 
     def env_fn() -> WebEnv:
         return WebEnv(web, tasks=tasks, mode=e.mode, max_turns=cfg.rollout.max_turns, top_k=e.top_k,
-                      visit_budget_chars=e.visit_budget_chars, max_links=e.max_links,
+                      visit_mode=e.visit_mode, visit_budget_chars=e.visit_budget_chars, max_links=e.max_links,
                       snippet_chars=e.snippet_chars, max_observation_chars=e.max_observation_chars,
                       max_turn_observation_chars=e.max_turn_observation_chars, reward_fn=reward)
 

@@ -24,6 +24,7 @@ class DemoEnv:
 
     top_k: int = 2
     snippet_chars: int = 60
+    visit_mode: str = "facts"  # the goal's sentences and rows, not whole sections
     visit_budget_chars: int = 200
     max_links: int = 3
     max_turns: int = 6

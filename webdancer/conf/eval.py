@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from webdancer.conf.web import MODES, check_choice
+from webdancer.conf.web import MODES, VISIT_MODES, check_choice
 
 PROMPT_STYLES = ("webdancer", "compact")
 SEARCH_BACKENDS = ("auto", "bm25", "serper", "recorded", "none")
@@ -37,6 +37,12 @@ class EvalConfig:
     mode: str = "replay"  # replay (offline) | record (fetch what is missing into web) | live
     search: str = "auto"  # auto | bm25 | serper (SERPER_API_KEY) | recorded | none
     allow_hosts: list[str] = field(default_factory=list)  # SSRF allowlist (intranets, tests)
+    # what the tools show (WebEnv's observation budgets)
+    top_k: int = 10  # search results per query
+    snippet_chars: int = 300
+    visit_mode: str = "passages"  # passages | facts (single sentences, rows, items) | full
+    visit_budget_chars: int = 3000
+    max_links: int = 20
     # synthetic tasks (benchmark=synthetic)
     n: int = 100
     hops: list[int] = field(default_factory=lambda: [1, 3])  # [low, high]
@@ -74,7 +80,8 @@ class EvalConfig:
         check_choice("search", self.search, SEARCH_BACKENDS)
         check_choice("split", self.split, SPLITS)
         check_choice("prompt_style", self.prompt_style, PROMPT_STYLES)
-        for name in ("k", "max_turns", "max_new_tokens", "max_context_tokens", "batch_size", "n"):
+        check_choice("visit_mode", self.visit_mode, VISIT_MODES)
+        for name in ("k", "max_turns", "max_new_tokens", "max_context_tokens", "batch_size", "n", "top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
         if self.limit is not None and self.limit < 1:

@@ -25,6 +25,7 @@ class EnvSection:
     mode: str = "replay"
     top_k: int = 10  # search results per query
     snippet_chars: int = 300
+    visit_mode: str = "passages"  # passages | facts (single sentences, rows, items) | full
     visit_budget_chars: int = 3000
     max_links: int = 20
     max_observation_chars: int = 60_000

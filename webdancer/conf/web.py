@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 MODES = ("replay", "record", "live")
+# passages: the goal's best passages; facts: its best sentences, table rows and list items; full: the page
+VISIT_MODES = ("passages", "facts", "full")
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

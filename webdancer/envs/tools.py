@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from webdancer.registry import Registry
-from webdancer.web.render import RenderedPage, rank_passages, render_page
+from webdancer.web.render import RenderedPage, evidence_units, rank_passages, render_page
 from webdancer.web.search import SearchBackend, format_many
 from webdancer.web.snapshots import Miss, SnapshotStore
 
@@ -36,7 +36,7 @@ class ToolContext:
     store: SnapshotStore
     search: SearchBackend | None
     top_k: int = 10
-    visit_mode: str = "passages"  # passages: the goal's best passages; full: the rendered page
+    visit_mode: str = "passages"  # one of webdancer.conf.web.VISIT_MODES
     visit_budget_chars: int = 3000
     page_size: int = 8000
     max_links: int = 20
@@ -172,6 +172,9 @@ def format_visit(page: RenderedPage, goal: str, ctx: ToolContext) -> str:
         section = f"\nContent (page 1 of {max(1, len(page.pages))}):\n{body}"
     elif ctx.summarizer is not None:
         section = f"\nSummary:\n{ctx.summarizer(page, goal)}"
+    elif ctx.visit_mode == "facts":
+        facts = rank_passages(evidence_units(page.passages), goal, ctx.visit_budget_chars, only_matches=True)
+        section = "\nEvidence:\n" + ("\n".join(facts) if facts else "(the page has no text)")
     else:
         passages = rank_passages(page.passages, goal, ctx.visit_budget_chars)
         section = "\nEvidence:\n" + ("\n\n".join(passages) if passages else "(the page has no text)")

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
+from webdancer.conf.web import VISIT_MODES
 from webdancer.envs.actions import ParsedTurn, parse_turn
 from webdancer.envs.spaces import AnyText
 from webdancer.envs.tasks import Task, TaskSource, as_task_source
@@ -92,6 +93,8 @@ class WebEnv(gym.Env[str, str]):
             raise ValueError("WebEnv needs a web directory (web=...) or a SnapshotStore (store=...).")
         for name in tools:
             TOOLS.get(name)  # unknown tool names fail here, listing the valid ones
+        if visit_mode not in VISIT_MODES:
+            raise ValueError(f"visit_mode={visit_mode!r} is not a visit mode; use one of: {', '.join(VISIT_MODES)}.")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r} is not supported; use 'ansi' or 'human'.")
         self.tool_names = tuple(tools)

@@ -64,9 +64,15 @@ def eval_command(cfg: EvalConfig) -> dict[str, Any]:
                       reward_spec=cfg.reward, judge_engine=cfg.judge, benchmark=benchmark,
                       mode=cfg.mode, allow_hosts=cfg.allow_hosts, search=cfg.search,
                       engine_kwargs=engine_kwargs, batch_size=cfg.batch_size, resume=cfg.resume,
-                      plots=cfg.plots, progress=cfg.progress)
+                      plots=cfg.plots, progress=cfg.progress, env_kwargs=env_kwargs(cfg))
     _print_headline(report, Path(cfg.out))
     return report
+
+
+def env_kwargs(cfg: EvalConfig) -> dict[str, Any]:
+    """The observation budgets of ``cfg`` as ``WebEnv`` arguments."""
+    return {"top_k": cfg.top_k, "snippet_chars": cfg.snippet_chars, "visit_mode": cfg.visit_mode,
+            "visit_budget_chars": cfg.visit_budget_chars, "max_links": cfg.max_links}
 
 
 def _print_headline(report: dict[str, Any], out: Path) -> None:

@@ -985,13 +985,14 @@ def _terms(text: str) -> list[str]:
     return out
 
 
-def rank_passages(passages: Sequence[str], query: str, budget_chars: int) -> list[str]:
+def rank_passages(passages: Sequence[str], query: str, budget_chars: int, *, only_matches: bool = False) -> list[str]:
     """Passages best-first by BM25 against ``query`` whose lengths sum to <= ``budget_chars``.
 
     BM25 (k1 = 1.2, b = 0.75) uses the passages themselves as the collection:
     idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)). Ties and passages that match nothing
-    follow in document order; an empty query gives document order. The last passage
-    taken is truncated (ending in "…") to use the remaining budget.
+    follow in document order (with ``only_matches``, passages that match nothing are
+    left out unless none matches); an empty query gives document order. The last
+    passage taken is truncated (ending in "…") to use the remaining budget.
     """
     if budget_chars <= 0 or not passages:
         return []
@@ -1000,6 +1001,8 @@ def rank_passages(passages: Sequence[str], query: str, budget_chars: int) -> lis
     if query_terms:
         scores = _bm25(passages, query_terms)
         order = sorted(range(len(passages)), key=lambda i: (-scores[i], i))
+        if only_matches and scores[order[0]] > 0:
+            order = [i for i in order if scores[i] > 0]
     chosen: list[str] = []
     room = budget_chars
     for i in order:
@@ -1012,6 +1015,38 @@ def rank_passages(passages: Sequence[str], query: str, budget_chars: int) -> lis
                 chosen.append(_truncate(passage, room))
             break
     return chosen
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def evidence_units(passages: Sequence[str]) -> list[str]:
+    """The passages cut into single facts: prose sentences, table rows, list items.
+
+    A list item or a table row under a heading carries that heading ("Students: Rosaren
+    Ruskmere [4]"), since the heading is what says how the item relates to the page;
+    headings alone and table separator rows are dropped. This is the unit of the
+    ``facts`` visit mode: an extractive stand-in for the LLM page summarizer of
+    WebDancer's visit tool, which returns the sentences that serve the goal.
+    """
+    units: list[str] = []
+    for passage in passages:
+        heading = ""
+        for raw in passage.split("\n"):
+            line = raw.strip()
+            if not line:
+                continue
+            if line.startswith("#"):
+                heading = line.lstrip("#").strip()
+            elif line.startswith("|"):
+                if set(line) <= set("|-: "):
+                    continue
+                units.append(f"{heading}: {line}" if heading else line)
+            elif line.startswith(("- ", "* ")):
+                units.append(f"{heading}: {line[2:]}" if heading else line[2:])
+            else:
+                units.extend(s for s in _SENTENCE_END.split(line) if s)
+    return units
 
 
 def _bm25(passages: Sequence[str], query_terms: set[str]) -> list[float]:
