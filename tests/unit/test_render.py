@@ -420,11 +420,11 @@ def test_rank_passages_only_matches_drops_the_rest_unless_nothing_matches() -> N
 
 
 def test_evidence_units_split_sentences_rows_and_items_under_their_heading() -> None:
-    passages = ["| Born | 1761 |\n| --- | --- |\n| Height | 162 cm |",
+    passages = ["| Born | 1761 |\n| --- | --- |\n| Height | 162 cm |", "| a | b | c |",
                 "## Early life\nShe was born in 1761. She stood 162 cm tall! Dr. Who? No.",
                 "### Students\n- Rosa Rusk [4]\n- Ian Ebb [5]", "## Empty"]
     assert evidence_units(passages) == [
-        "| Born | 1761 |", "| Height | 162 cm |", "She was born in 1761.", "She stood 162 cm tall!",
+        "Born: 1761", "Height: 162 cm", "| a | b | c |", "She was born in 1761.", "She stood 162 cm tall!",
         "Dr.", "Who?", "No.", "Students: Rosa Rusk [4]", "Students: Ian Ebb [5]",
     ]
     facts = rank_passages(evidence_units(passages), "students", 1000, only_matches=True)

@@ -22,11 +22,11 @@ class DemoWeb:
 class DemoEnv:
     """Observation budgets sized for a small model's context."""
 
-    top_k: int = 2
-    snippet_chars: int = 60
+    top_k: int = 1
+    snippet_chars: int = 40
     visit_mode: str = "facts"  # the goal's sentences and rows, not whole sections
     visit_budget_chars: int = 200
-    max_links: int = 3
+    max_links: int = 1
     max_turns: int = 6
     max_new_tokens: int = 96
     max_context_tokens: int = 1536

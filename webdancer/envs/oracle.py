@@ -28,8 +28,10 @@ def answer_turn(think: str, answer: str) -> str:
 
 
 def read_infobox(observation: str, label: str) -> str | None:
-    """The value in the ``| label | value |`` row of a rendered infobox, links stripped."""
-    match = re.search(rf"^\|\s*{re.escape(label)}\s*\|\s*(.+?)\s*\|\s*$", observation, re.MULTILINE)
+    """The value in the ``| label | value |`` row of a rendered infobox (or its
+    ``label: value`` line in ``facts`` evidence), links stripped."""
+    match = (re.search(rf"^\|\s*{re.escape(label)}\s*\|\s*(.+?)\s*\|\s*$", observation, re.MULTILINE)
+             or re.search(rf"^{re.escape(label)}:\s*(.+?)\s*$", observation, re.MULTILINE))
     if not match:
         return None
     return re.sub(r"\s*\[\d+\]", "", match.group(1)).strip()
@@ -102,11 +104,11 @@ class OracleAgent:
             else:
                 spec = ATTR_BY_NAME.get((meta.get("entity_type", ""), meta.get("attribute", "")))
                 goal = f"{attr_label} ({spec.noun})" if spec else attr_label
-                think = f"Now I need the {attr_label.lower()} of {names[-1]}. I will read its page."
+                think = f"Now I need the {attr_label} of {names[-1]}. I will read its page."
             return tool_turn(think, "visit", {"url": [url], "goal": goal})
         value = read_infobox(observation, attr_label)
         if value is None and "entity_type" in meta:
             value = read_fact(observation, meta["entity_type"], meta["attribute"])
         if value is None:
             return answer_turn(f"I could not find the {attr_label.lower()} on the page.", "unknown")
-        return answer_turn(f"The page of {names[-1]} gives its {attr_label.lower()} as {value}.", value)
+        return answer_turn(f"The page of {names[-1]} gives {attr_label}: {value}.", value)

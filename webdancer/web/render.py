@@ -1023,7 +1023,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 def evidence_units(passages: Sequence[str]) -> list[str]:
     """The passages cut into single facts: prose sentences, table rows, list items.
 
-    A list item or a table row under a heading carries that heading ("Students: Rosaren
+    A two-cell table row reads "label: value". A list item or a table row under a heading carries that heading ("Students: Rosaren
     Ruskmere [4]"), since the heading is what says how the item relates to the page;
     headings alone and table separator rows are dropped. This is the unit of the
     ``facts`` visit mode: an extractive stand-in for the LLM page summarizer of
@@ -1041,7 +1041,9 @@ def evidence_units(passages: Sequence[str]) -> list[str]:
             elif line.startswith("|"):
                 if set(line) <= set("|-: "):
                     continue
-                units.append(f"{heading}: {line}" if heading else line)
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                row = f"{cells[0]}: {cells[1]}" if len(cells) == 2 else line  # an infobox row reads "Born: 1761"
+                units.append(f"{heading}: {row}" if heading else row)
             elif line.startswith(("- ", "* ")):
                 units.append(f"{heading}: {line[2:]}" if heading else line[2:])
             else:
