@@ -12,6 +12,7 @@ at most 10 generation rounds to fill a batch, L_cache 4096.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,7 @@ from webdancer.algos.losses import (
     masked_log_ratio,
     ratio_metrics,
 )
+from webdancer.rewards.overlong import soft_overlong_penalty as overlong_penalty
 
 
 @dataclass
@@ -126,14 +128,15 @@ def soft_overlong_penalty(
 
     0 up to ``max_len - cache_len`` tokens, then linear down to ``-factor`` at
     ``max_len``, and ``-factor`` beyond. ``lengths`` (N,) are response lengths in tokens.
+    The reward term's formula (``webdancer.rewards.soft_overlong_penalty``) applied per
+    sample, so the loop's shaping and the ``overlong`` reward cannot drift apart.
     """
-    if not 0 < cache_len <= max_len:
-        raise ValueError(
-            f"overlong cache_len must be in (0, max_len={max_len}] (got {cache_len}); "
-            "lower the overlong cache or raise the max response length."
-        )
-    over = (lengths.to(torch.float64) - (max_len - cache_len)) / cache_len
-    return (-factor * over.clamp(0.0, 1.0)).to(torch.float32)
+    penalty = functools.partial(
+        overlong_penalty, max_len=max_len, cache_len=cache_len, factor=factor
+    )
+    penalty(0)  # validates the lengths even for an empty batch
+    values = [penalty(length) for length in lengths.flatten().tolist()]
+    return torch.tensor(values, dtype=torch.float32, device=lengths.device).view(lengths.shape)
 
 
 def overlong_filter_mask(truncated: Tensor) -> Tensor:
