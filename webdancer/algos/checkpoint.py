@@ -122,3 +122,37 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
         return
     for path in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- from a training loop
+def is_sharded(accelerator: Any) -> bool:
+    """Whether the weights are split over processes, so that gathering them is a collective."""
+    return accelerator.distributed_type.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+
+
+def save_step(run_dir: Path, step: int, *, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any,
+              accelerator: Any, state: Mapping[str, Any], keep: int) -> None:
+    """Checkpoint ``step`` into ``run_dir/checkpoints`` and keep the latest ``keep``.
+
+    Every process calls it: under FSDP/DeepSpeed gathering the full weights takes all of them.
+    Only the main process writes; sharded optimizer state is left out (no process holds all of it).
+    """
+    sharded = is_sharded(accelerator)
+    full = accelerator.get_state_dict(model) if sharded else None  # gathers sharded weights
+    if accelerator.is_main_process:
+        save_checkpoint(run_dir / "checkpoints" / f"step-{step:06d}", model=model, tokenizer=tokenizer,
+                        optimizer=None if sharded else optimizer, scheduler=scheduler, accelerator=accelerator,
+                        state={**state, "step": step}, state_dict=full)
+        prune_checkpoints(run_dir, keep)
+    accelerator.wait_for_everyone()
+
+
+def save_final(out: Path, *, model: Any, tokenizer: Any, accelerator: Any) -> None:
+    """The trained model as a plain HF directory (``from_pretrained(out)``); every process calls it,
+    the main one writes."""
+    full = accelerator.get_state_dict(model) if is_sharded(accelerator) else None
+    if accelerator.is_main_process:
+        kwargs = {} if full is None else {"state_dict": full}
+        accelerator.unwrap_model(model).save_pretrained(out, safe_serialization=True, **kwargs)
+        tokenizer.save_pretrained(out)
+    accelerator.wait_for_everyone()

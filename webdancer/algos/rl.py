@@ -31,8 +31,8 @@ from webdancer.algos import ALGORITHMS
 from webdancer.algos.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
+    save_final,
+    save_step,
     seed_everything,
 )
 from webdancer.algos.rl_batch import Sample, recompute_logprobs, update_step
@@ -295,13 +295,14 @@ def train_rl(cfg: RLConfig) -> Path:
         if accelerator.is_main_process:
             logger.log(step + 1, metrics)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            _save(run_dir, step + 1, policy, tokenizer, optimizer, scheduler, accelerator, group_counter,
-                  stream.position, cfg.keep_checkpoints)
+            save_step(run_dir, step + 1, model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
+                      accelerator=accelerator, state={"group_counter": group_counter, "position": stream.position},
+                      keep=cfg.keep_checkpoints)
+    save_step(run_dir, cfg.steps, model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
+              accelerator=accelerator, state={"group_counter": group_counter, "position": stream.position},
+              keep=cfg.keep_checkpoints)
+    save_final(run_dir / "final", model=model, tokenizer=tokenizer, accelerator=accelerator)
     if accelerator.is_main_process:
-        _save(run_dir, cfg.steps, policy, tokenizer, optimizer, scheduler, accelerator, group_counter,
-              stream.position, cfg.keep_checkpoints)
-        policy.save_pretrained(run_dir / "final", safe_serialization=True)
-        tokenizer.save_pretrained(run_dir / "final")
         logger.close(["reward/mean", "rollout/accuracy", "rollout/invalid_action_rate", "actor/entropy",
                       "actor/clip_frac", "actor/approx_kl", "rollout/response_length_mean",
                       "filter/kept_group_ratio", "eval/accuracy"])
@@ -339,14 +340,6 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
     adv = [s.advantage for s in samples]
     out["actor/advantage_abs_mean"] = float(np.mean(np.abs(adv))) if adv else 0.0
     return out
-
-
-def _save(run_dir: Path, step: int, policy: Any, tokenizer: Any, optimizer: Any, scheduler: Any,
-          accelerator: Any, group_counter: int, position: int, keep: int) -> None:
-    save_checkpoint(run_dir / "checkpoints" / f"step-{step:06d}", model=policy, tokenizer=tokenizer,
-                    optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
-                    state={"step": step, "group_counter": group_counter, "position": position})
-    prune_checkpoints(run_dir, keep)
 
 
 def _plain(cfg: RLConfig) -> dict[str, Any]:

@@ -42,10 +42,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from webdancer.algos.checkpoint import (
+    is_sharded,
     latest_checkpoint,
     load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
+    save_final,
+    save_step,
     seed_everything,
 )
 from webdancer.conf.sft import SFTConfig
@@ -220,23 +221,6 @@ def make_scheduler(optimizer: Any, cfg: SFTConfig, total_steps: int) -> Any:
     return get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
 
 
-def _sharded(accelerator: Any) -> bool:
-    return accelerator.distributed_type.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM")
-
-
-def _save(run_dir: Path, step: int, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any,
-          accelerator: Any, state: dict[str, Any], keep: int) -> None:
-    """Checkpoint ``step`` (collective under FSDP/DeepSpeed: every process calls it)."""
-    sharded = _sharded(accelerator)
-    full = accelerator.get_state_dict(model) if sharded else None  # gathers sharded weights
-    if accelerator.is_main_process:
-        save_checkpoint(run_dir / "checkpoints" / f"step-{step:06d}", model=model, tokenizer=tokenizer,
-                        optimizer=None if sharded else optimizer, scheduler=scheduler, accelerator=accelerator,
-                        state={**state, "step": step}, state_dict=full)
-        prune_checkpoints(run_dir, keep)
-    accelerator.wait_for_everyone()
-
-
 def _resume(cfg: SFTConfig, run_dir: Path, model: Any, optimizer: Any, scheduler: Any, n_samples: int,
             accelerator: Any) -> int:
     """Load the latest checkpoint of ``run_dir``; -> the step to continue from."""
@@ -244,7 +228,7 @@ def _resume(cfg: SFTConfig, run_dir: Path, model: Any, optimizer: Any, scheduler
     if ckpt is None:
         log.warning("resume=true but %s holds no checkpoint; starting from step 0", run_dir)
         return 0
-    if _sharded(accelerator):
+    if is_sharded(accelerator):
         log.warning("FSDP/DeepSpeed: optimizer state is not in the checkpoint; Adam moments restart")
     state = load_checkpoint(ckpt, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler)
     if (state.get("n_samples"), state.get("batch_size")) != (n_samples, cfg.batch_size):
@@ -304,25 +288,15 @@ def train_sft(cfg: SFTConfig) -> Path:
         if logger is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == total_steps):
             logger.log(step + 1, metrics)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
-            _save(run_dir, step + 1, model, tokenizer, optimizer, scheduler, accelerator, data_state,
-                  cfg.keep_checkpoints)
+            save_step(run_dir, step + 1, model=model, tokenizer=tokenizer, optimizer=optimizer,
+                      scheduler=scheduler, accelerator=accelerator, state=data_state, keep=cfg.keep_checkpoints)
     bar.close()
-    _save(run_dir, total_steps, model, tokenizer, optimizer, scheduler, accelerator, data_state,
-          cfg.keep_checkpoints)
-    _save_final(run_dir / "final", model, tokenizer, accelerator)
+    save_step(run_dir, total_steps, model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
+              accelerator=accelerator, state=data_state, keep=cfg.keep_checkpoints)
+    save_final(run_dir / "final", model=model, tokenizer=tokenizer, accelerator=accelerator)
     if logger is not None:
         logger.close(["sft/loss", "sft/lr", "sft/grad_norm", "sft/tokens_per_s"])
     return run_dir
-
-
-def _save_final(out: Path, model: Any, tokenizer: Any, accelerator: Any) -> None:
-    """The trained model as a plain HF directory (``from_pretrained(out)``)."""
-    full = accelerator.get_state_dict(model) if _sharded(accelerator) else None
-    if accelerator.is_main_process:
-        kwargs = {} if full is None else {"state_dict": full}
-        accelerator.unwrap_model(model).save_pretrained(out, safe_serialization=True, **kwargs)
-        tokenizer.save_pretrained(out)
-    accelerator.wait_for_everyone()
 
 
 def sft_command(cfg: SFTConfig) -> Path:
