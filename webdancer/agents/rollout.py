@@ -60,6 +60,11 @@ class RolloutConfig:
     date: str | None = None
     progress: bool = True
 
+    @property
+    def max_response_tokens(self) -> int:
+        """The most tokens one episode can generate: ``L_max`` of the overlong penalty."""
+        return min(self.max_turns * self.max_new_tokens, self.max_context_tokens)
+
 
 @dataclass
 class RolloutStats:

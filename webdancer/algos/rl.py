@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from webdancer.agents.engines.factory import make_engine
 from webdancer.agents.engines.hf import HFEngine
 from webdancer.agents.rollout import Rollout, RolloutConfig
 from webdancer.agents.trajectory import Trajectory
@@ -41,12 +42,11 @@ from webdancer.envs.registration import ensure_synthetic_web
 from webdancer.envs.synthetic_tasks import SyntheticTasks
 from webdancer.envs.tasks import Task, load_jsonl_tasks
 from webdancer.envs.web_env import WebEnv
-from webdancer.rewards import CombinedReward
+from webdancer.rewards import CombinedReward, answer_term, build_reward, recipe_lengths
 from webdancer.runlog import RunLogger
 from webdancer.web.webdir import WebDir
 
 log = logging.getLogger("webdancer.rl")
-NON_ANSWER_TERMS = ("format", "overlong", "total")
 
 
 # ----------------------------------------------------------------------------- setup
@@ -66,9 +66,15 @@ def load_tasks(cfg: RLConfig, web: Path) -> tuple[list[Task], list[Task]]:
     return train, test
 
 
-def make_env_fn(cfg: RLConfig, web: Path, tasks: list[Task]) -> Any:
+def make_reward(cfg: RLConfig) -> CombinedReward:
+    """The configured reward, with the judge model when a term needs one. Length shaping is
+    the algorithm's (DAPO's ``soft_overlong``): the env scores an episode, not its tokens."""
+    judge = make_engine(cfg.judge) if cfg.judge else None
+    return build_reward(dict(cfg.reward), judge_engine=judge)
+
+
+def make_env_fn(cfg: RLConfig, web: Path, tasks: list[Task], reward: CombinedReward) -> Any:
     e = cfg.env
-    reward = CombinedReward(dict(cfg.reward))
 
     def env_fn() -> WebEnv:
         return WebEnv(web, tasks=tasks, mode=e.mode, max_turns=cfg.rollout.max_turns, top_k=e.top_k,
@@ -99,15 +105,9 @@ def rollout_engine(cfg: RLConfig, policy: Any, tokenizer: Any) -> Any:
                                       gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
 
 
-def answer_term(weights: dict[str, float]) -> str:
-    names = [k for k in weights if k not in NON_ANSWER_TERMS]
-    return names[0] if names else "exact_match"
-
-
 def max_response_tokens(cfg: RLConfig) -> int:
     """L_max of the overlong penalty: the most tokens a policy can generate in one episode."""
-    r = cfg.rollout
-    return min(r.max_turns * r.max_new_tokens, r.max_context_tokens)
+    return rollout_config(cfg).max_response_tokens
 
 
 def fit_overlong_cache(algo_cfg: Any, cfg: RLConfig) -> Any:
@@ -116,7 +116,7 @@ def fit_overlong_cache(algo_cfg: Any, cfg: RLConfig) -> Any:
     max_len = max_response_tokens(cfg)
     if cache is None or cache <= max_len:
         return algo_cfg
-    fitted = max(1, max_len // 5)
+    fitted = recipe_lengths(max_len)["cache_len"]
     log.warning("overlong_cache=%d exceeds the %d-token response budget; using %d (0.2 x L_max, as the "
                 "DAPO recipe's 4096 of 20480)", cache, max_len, fitted)
     return dataclasses.replace(algo_cfg, overlong_cache=fitted)
@@ -252,8 +252,9 @@ def train_rl(cfg: RLConfig) -> Path:
     train_tasks, test_tasks = load_tasks(cfg, web)
     # Each process rolls out its own share of the prompts; groups never straddle processes.
     rank, world = accelerator.process_index, accelerator.num_processes
-    train_rollout = Rollout(engine, make_env_fn(cfg, web, train_tasks), rollout_config(cfg))
-    eval_rollout = Rollout(engine, make_env_fn(cfg, web, test_tasks),
+    reward = make_reward(cfg)
+    train_rollout = Rollout(engine, make_env_fn(cfg, web, train_tasks, reward), rollout_config(cfg))
+    eval_rollout = Rollout(engine, make_env_fn(cfg, web, test_tasks, reward),
                            rollout_config(cfg, temperature=cfg.eval_temperature, top_p=0.95))
     answer_key = answer_term(dict(cfg.reward))
 

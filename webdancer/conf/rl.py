@@ -69,6 +69,7 @@ class RLConfig:
     tasks: TaskSection = field(default_factory=TaskSection)
     rollout: RolloutSection = field(default_factory=RolloutSection)
     reward: dict[str, float] = field(default_factory=lambda: {"format": 0.1, "exact_match": 0.9})
+    judge: str | None = None  # chat engine spec of the judge for a judge term (openai:BASE_URL#MODEL)
     steps: int = 100
     prompts_per_step: int = 16  # groups per update batch (after dynamic sampling)
     group_size: int = 8  # G rollouts per prompt
@@ -104,6 +105,12 @@ class RLConfig:
         if self.prompts_per_step % self.mini_batch_prompts:
             raise ValueError(f"prompts_per_step={self.prompts_per_step} must be a multiple of "
                              f"mini_batch_prompts={self.mini_batch_prompts}.")
+        if "judge" in self.reward and not self.judge:
+            raise ValueError("reward with a judge term needs judge=openai:BASE_URL#MODEL; give the judge model.")
+        if "overlong" in self.reward:
+            raise ValueError("reward term 'overlong' does not apply to rl (the env scores episodes before their "
+                             "tokens are counted); drop it and use the algorithm's length shaping "
+                             "(algo.soft_overlong=true with dapo).")
         if self.group_size < 2:
             raise ValueError(f"group_size={self.group_size} must be at least 2 for group-relative advantages.")
 

@@ -52,7 +52,7 @@ from webdancer.eval.journal import (
 )
 from webdancer.eval.metrics import EpisodeResult
 from webdancer.eval.report import build_report, write_report
-from webdancer.rewards import CombinedReward, RewardResult, answer_term, build_reward
+from webdancer.rewards import CombinedReward, RewardResult, answer_term, build_reward, recipe_lengths
 
 log = logging.getLogger("webdancer.eval")
 
@@ -113,8 +113,7 @@ def make_reward(spec: Mapping[str, float], judge: Any, cfg: RolloutConfig,
     (``L_max``: the most tokens one episode can generate; ``L_cache = L_max / 5`` as in
     the DAPO recipe's 4096 of 20480)."""
     if "overlong" in spec and overlong is None:
-        max_len = min(cfg.max_turns * cfg.max_new_tokens, cfg.max_context_tokens)
-        overlong = {"max_len": max_len, "cache_len": max(1, max_len // 5)}
+        overlong = recipe_lengths(cfg.max_response_tokens)
     return build_reward(spec, judge_engine=judge, overlong=overlong)
 
 

@@ -29,6 +29,12 @@ def soft_overlong_penalty(length: int, *, max_len: int, cache_len: int,
     return -factor * min(max(over, 0.0), 1.0)
 
 
+def recipe_lengths(max_len: int) -> dict[str, int]:
+    """The term's lengths for a response budget of ``max_len`` tokens (``L_max``), with
+    ``L_cache = L_max / 5`` as in the recipe's 4096 of 20480."""
+    return {"max_len": max_len, "cache_len": max(1, max_len // 5)}
+
+
 class OverlongPenalty:
     """Reward term (registered as ``"overlong"``) reading ``episode.response_length``.
 
