@@ -14,7 +14,6 @@ through ``ALGORITHMS``; its math lives in its own file.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 import time
@@ -43,7 +42,7 @@ from webdancer.envs.synthetic_tasks import SyntheticTasks
 from webdancer.envs.tasks import Task, load_jsonl_tasks
 from webdancer.envs.web_env import WebEnv
 from webdancer.rewards import CombinedReward, answer_term, build_reward, recipe_lengths
-from webdancer.runlog import RunLogger
+from webdancer.runlog import RunLogger, read_metrics
 from webdancer.web.webdir import WebDir
 
 log = logging.getLogger("webdancer.rl")
@@ -265,7 +264,7 @@ def train_rl(cfg: RLConfig) -> Path:
         start, group_counter, position = state["step"], state["group_counter"], state["position"]
         log.info("resumed from %s at step %d", ckpt, start)
     stream = TaskStream(train_tasks[rank::world], cfg.seed, position)
-    logger = RunLogger(run_dir, config=_plain(cfg), wandb_mode=cfg.wandb_mode, resume_step=start if ckpt else None)
+    logger = RunLogger(run_dir, config=dataclasses.asdict(cfg), wandb_mode=cfg.wandb_mode, resume_step=start if ckpt else None)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     for step in range(start, cfg.steps):
@@ -343,13 +342,9 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
     return out
 
 
-def _plain(cfg: RLConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
 def final_metric(run_dir: Path, key: str) -> float:
     """The last value of ``key`` in the run's ``metrics.jsonl``."""
-    values = [row[key] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if key in row]
+    values = [row[key] for row in read_metrics(run_dir / "metrics.jsonl") if key in row]
     if not values:
         raise ValueError(f"sweep_metric={key!r} was never logged in {run_dir / 'metrics.jsonl'}; name a logged "
                          "metric, and for eval/* set eval_every so that an evaluation runs (e.g. eval_every=steps).")
