@@ -3,7 +3,9 @@ order, the masked loss against a hand computation, and config validation."""
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -143,6 +145,28 @@ def test_long_conversations_are_dropped_or_truncated(tmp_path: Path, tok) -> Non
     assert stats.dropped_no_loss == 1
     assert stats.loss_tokens == sum(sum(s.mask) for s in load_sft_samples(tok, path, max_length=10**6)[0]) - \
         sum(tokenize_conversation(tok, conversation())[1])
+
+
+# Opens with the message count, so a longer conversation rewrites the start: not append-only.
+COUNTING_TEMPLATE = (
+    "{{ messages | length }}"
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
+def test_a_template_that_is_not_append_only_is_reported_once_per_load(
+        tmp_path: Path, tok, caplog: pytest.LogCaptureFixture) -> None:
+    counting = copy.deepcopy(tok)
+    counting.chat_template = COUNTING_TEMPLATE
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"messages": conversation()}) + "\n" for _ in range(3)))
+    with caplog.at_level(logging.WARNING):
+        samples, _ = load_sft_samples(counting, path, max_length=10**6)
+    assert len(samples) == 3
+    assert sum("not append-only" in r.getMessage() for r in caplog.records) == 1
 
 
 # ----------------------------------------------------------------------------- batching

@@ -160,7 +160,9 @@ def _format_hint(record: Any) -> str:
 # ---------------------------------------------------------------- conversations -> turns
 
 
-def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
+def check_messages(messages: Any, where: str) -> list[dict[str, str]]:
+    """Validate the messages of one record (a non-empty list of string roles and contents,
+    known roles); -> plain ``{"role", "content"}`` dicts. ``where`` names the record in errors."""
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects; fix the record.")
     out = []
@@ -171,6 +173,11 @@ def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
         if message["role"] not in ROLES:
             raise ValueError(f"{where}: message {i} has role {message['role']!r}; use one of {', '.join(ROLES)}.")
         out.append({"role": message["role"], "content": message["content"]})
+    return out
+
+
+def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
+    out = check_messages(messages, where)
     if not any(m["role"] == "user" for m in out):
         raise ValueError(f"{where}: the conversation has no user message with the question; fix the record.")
     return out

@@ -39,11 +39,9 @@ from torch import Tensor
 
 from webdancer.agents.prompts import Message, encode, render_text
 from webdancer.agents.rollout import ObservationEncoder
-from webdancer.data.formats import iter_records, unwrap_tool_response
+from webdancer.data.formats import check_messages, iter_records, unwrap_tool_response
 
 log = logging.getLogger("webdancer.data")
-
-ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
@@ -94,15 +92,7 @@ class Batch:
 
 def check_conversation(messages: Any, where: str) -> list[Message]:
     """Validate one conversation; -> plain ``{"role", "content"}`` dicts."""
-    if not isinstance(messages, list) or not messages:
-        raise ValueError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects; fix the record.")
-    out: list[Message] = []
-    for i, m in enumerate(messages):
-        if not (isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-            raise ValueError(f"{where}: message {i} needs a string 'role' and a string 'content'; fix the record.")
-        if m["role"] not in ROLES:
-            raise ValueError(f"{where}: message {i} has role {m['role']!r}; use one of {', '.join(ROLES)}.")
-        out.append({"role": m["role"], "content": m["content"]})
+    out = check_messages(messages, where)
     roles = [m["role"] for m in out]
     if "assistant" not in roles:
         raise ValueError(f"{where}: the conversation has no assistant message to train on; drop the record.")
@@ -141,12 +131,13 @@ def _as_tool_role(messages: Sequence[Message]) -> list[Message]:
     return out
 
 
-def tokenize_conversation(tokenizer: Any, messages: Sequence[Message], *,
-                          tool_role: bool = False) -> tuple[list[int], list[int]]:
+def tokenize_conversation(tokenizer: Any, messages: Sequence[Message], *, tool_role: bool = False,
+                          encoder: ObservationEncoder | None = None) -> tuple[list[int], list[int]]:
     """-> ``(ids, mask)`` of one conversation, both of its token length.
 
     ``tool_role=True`` hands ``<tool_response>`` user turns to the template as ``tool``
-    messages, as a rollout with ``tool_role=True`` would have built them.
+    messages, as a rollout with ``tool_role=True`` would have built them. ``encoder``:
+    one shared over a dataset, so that a template that is not append-only is reported once.
     """
     messages = _as_tool_role(messages) if tool_role else list(messages)
     first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
@@ -155,7 +146,7 @@ def tokenize_conversation(tokenizer: Any, messages: Sequence[Message], *,
     history = messages[:first]
     ids = encode(tokenizer, render_text(tokenizer, history, add_generation_prompt=True))
     mask = [0] * len(ids)
-    encoder = ObservationEncoder(tokenizer, tool_role=tool_role)
+    encoder = encoder or ObservationEncoder(tokenizer, tool_role=tool_role)
     i = first
     while i < len(messages):
         content = messages[i]["content"]
@@ -184,10 +175,11 @@ def load_sft_samples(tokenizer: Any, paths: str | Path | Iterable[str | Path], *
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     stats = LoadStats(files=[str(p) for p in paths])
     samples: list[SFTSample] = []
+    encoder = ObservationEncoder(tokenizer, tool_role=tool_role)
     for path in paths:
         for where, messages in read_conversations(path):
             stats.read += 1
-            ids, mask = tokenize_conversation(tokenizer, messages, tool_role=tool_role)
+            ids, mask = tokenize_conversation(tokenizer, messages, tool_role=tool_role, encoder=encoder)
             if len(ids) > max_length:
                 if not truncate:
                     stats.dropped_long += 1
