@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from webdancer.agents.engines import engine_class
-from webdancer.agents.engines.base import ENGINES, Generation, SamplingParams, find_stop
+from webdancer.agents.engines.base import ENGINES, Generation, SamplingParams, cut_at_stop, find_stop
 from webdancer.agents.engines.hf import left_pad, process_logits, sample_tokens
 
 
@@ -50,6 +50,12 @@ def test_find_stop_picks_earliest_occurrence() -> None:
 
 def test_find_stop_prefers_longer_at_same_position() -> None:
     assert find_stop("xx</answer>", ("</a", "</answer>")) == "</answer>"
+
+
+def test_cut_at_stop_keeps_the_earliest_stop_string() -> None:
+    stops = ("</tool_call>", "</answer>")
+    assert cut_at_stop("a</answer> then </tool_call>", stops) == ("a</answer>", "</answer>")
+    assert cut_at_stop("no stop here", stops) == ("no stop here", None)
 
 
 def test_engine_registry_rejects_unknown_names() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from webdancer.agents.engines.base import ChatEngine, Engine, SamplingParams, find_stop
+from webdancer.agents.engines.base import ChatEngine, Engine, SamplingParams, cut_at_stop
 from webdancer.agents.prompts import build_messages, observation_message
 from webdancer.agents.rollout import NO_ANSWER, Rollout, RolloutConfig
 from webdancer.agents.trajectory import Trajectory, TurnRecord
@@ -227,20 +227,12 @@ def sample_chat(
             if len(replies) != len(active):
                 raise RuntimeError(f"{name} returned {len(replies)} replies for {len(active)} conversations.")
             for ep, reply in zip(active, replies):
-                _advance(ep, cut_at_stop(reply.text, params.stop), reply.finish_reason, tool_role)
+                _advance(ep, cut_at_stop(reply.text, params.stop)[0], reply.finish_reason, tool_role)
             round_index += 1
         out.extend(ep.traj for ep in live)
         bar.update(len(chunk))
     bar.close()
     return out
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """``text`` up to and including its earliest stop string (all of it when none occurs)."""
-    stop = find_stop(text, stops)
-    if stop is None:
-        return text
-    return text[: text.index(stop) + len(stop)]
 
 
 def _check_names(names: Sequence[str]) -> None:

@@ -115,3 +115,12 @@ def find_stop(text: str, stops: Sequence[str]) -> str | None:
         if best is None or pos < best_pos or (pos == best_pos and len(stop) > len(best)):
             best, best_pos = stop, pos
     return best
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
+    """``text`` up to and including its earliest stop string (all of it when none
+    occurs), and that string (``None`` when none occurs)."""
+    stop = find_stop(text, stops)
+    if stop is None:
+        return text, None
+    return text[: text.index(stop) + len(stop)], stop

@@ -41,6 +41,7 @@ from webdancer.agents.engines.base import (
     ChatGeneration,
     Generation,
     SamplingParams,
+    cut_at_stop,
     find_stop,
 )
 
@@ -204,7 +205,7 @@ class OpenAIEngine:
         data = self._request("POST", "chat/completions", body)
         choice = _first_choice(data, self.base_url)
         text = _message_text(choice.get("message") or {})
-        text, stop = _cut_at_stop(text, params.stop)
+        text, stop = cut_at_stop(text, params.stop)
         if stop is None:
             stop = _server_stop_string(choice, params.stop)
             if stop is not None:
@@ -283,7 +284,7 @@ class OpenAIEngine:
     def _generation_from_text(
         self, choice: Mapping[str, Any], params: SamplingParams
     ) -> Generation:
-        text, stop = _cut_at_stop(str(choice.get("text") or ""), params.stop)
+        text, stop = cut_at_stop(str(choice.get("text") or ""), params.stop)
         reason = choice.get("finish_reason")
         if stop is None and reason != "length":
             stop = _server_stop_string(choice, params.stop)
@@ -489,14 +490,6 @@ def _message_text(message: Mapping[str, Any]) -> str:
         separator = "\n" if text else ""
         text += f"{separator}<tool_call>\n{payload}\n</tool_call>"
     return text
-
-
-def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
-    """``text`` up to and including its earliest stop string, and that string."""
-    stop = find_stop(text, stops)
-    if stop is None:
-        return text, None
-    return text[: text.index(stop) + len(stop)], stop
 
 
 def _server_stop_string(choice: Mapping[str, Any], stops: Sequence[str]) -> str | None:
