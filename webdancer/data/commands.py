@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from webdancer.agents.engines.factory import make_engine
 from webdancer.conf.synth import (
     EngineSpec,
     SynthConvertConfig,
@@ -115,19 +116,16 @@ def _sample_one(spec: EngineSpec, label: str, cfg: SynthTrajectoriesConfig, env_
         return sample_oracle(env_fn, tasks, tool_role=cfg.tool_role, max_turns=cfg.max_turns,
                              progress=cfg.progress, **common)
     if spec.kind == "hf":
-        from webdancer.agents.engines.hf import HFEngine
         from webdancer.agents.rollout import RolloutConfig
 
-        engine = HFEngine.from_pretrained(spec.path, dtype=cfg.dtype, device=cfg.device)
+        engine = make_engine(f"hf:{spec.path}", dtype=cfg.dtype, device=cfg.device)
         rollout_cfg = RolloutConfig(max_turns=cfg.max_turns, max_new_tokens=cfg.max_new_tokens,
                                     max_context_tokens=cfg.max_context_tokens, temperature=cfg.temperature,
                                     top_p=cfg.top_p, seed=cfg.seed, tool_role=cfg.tool_role,
                                     progress=cfg.progress, **common)
         return sample_engines([(label, engine)], env_fn, tasks, k=cfg.k, rollout_cfg=rollout_cfg,
                               batch_size=cfg.batch_size)
-    from webdancer.agents.engines.openai import OpenAIEngine
-
-    chat = OpenAIEngine(spec.base_url, spec.model)
+    chat = make_engine("openai", base_url=spec.base_url, model=spec.model)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                             seed=cfg.seed)
     return sample_chat(chat, env_fn, tasks, cfg.k, params, name=label, tool_role=cfg.tool_role,
@@ -160,13 +158,6 @@ def trajectories(cfg: SynthTrajectoriesConfig) -> Path:
 # ---------------------------------------------------------------- synth filter / convert
 
 
-def _chat_engine(spec: str) -> Any:
-    from webdancer.agents.engines.openai import OpenAIEngine
-
-    parsed = parse_engine_spec(spec)
-    return OpenAIEngine(parsed.base_url, parsed.model)
-
-
 def filter_trajectories(cfg: SynthFilterConfig) -> FilterReport:
     """Filter a trajectory file; write the kept ones and report.md / report.json beside them."""
     trajs = read_trajectories(cfg.trajectories, cfg.in_format)
@@ -175,10 +166,10 @@ def filter_trajectories(cfg: SynthFilterConfig) -> FilterReport:
         max_turns=cfg.max_turns, max_tokens=cfg.max_tokens, max_chars=cfg.max_chars,
         require_think=cfg.require_think, require_no_invalid=cfg.require_no_invalid,
         reward=cfg.reward, min_reward=cfg.min_reward,
-        judge_engine=_chat_engine(cfg.judge) if cfg.judge else None,
+        judge_engine=make_engine(cfg.judge) if cfg.judge else None,
         min_tool_calls=cfg.min_tool_calls, max_tool_calls=cfg.max_tool_calls,
         no_repeated_calls=cfg.no_repeated_calls, no_answer_before_evidence=cfg.no_answer_before_evidence,
-        quality_judge=ChatQualityJudge(_chat_engine(cfg.quality_judge)) if cfg.quality_judge else None)
+        quality_judge=ChatQualityJudge(make_engine(cfg.quality_judge)) if cfg.quality_judge else None)
     report = three_stage_filter(trajs, fcfg, tasks)
     path = _output(cfg.out, "kept.jsonl")
     write_trajectories(report.kept, path, cfg.out_format)
