@@ -178,3 +178,11 @@ def test_chat_quality_judge_reads_keep_and_drop() -> None:
     trajs = [traj(n, [search("veloria", HIT), answer()], task=Task(f"[[{n}]]", "x")) for n in replies]
     assert judge(trajs) == [None, "judged low quality", "no verdict"]
     assert parse_quality_verdict("Verdict: drop\nVerdict: keep") is True
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("## Verdict: KEEP", True), ("> `verdict` - drop, it guesses", False), ("- *Verdict*: keep", True),
+    ("keep", None), ("The verdict: keep", None), ("Verdict: correct", None),
+])
+def test_parse_quality_verdict_reads_decorated_lines(text: str, expected: bool | None) -> None:
+    assert parse_quality_verdict(text) is expected

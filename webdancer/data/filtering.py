@@ -54,6 +54,7 @@ from typing import Any, Protocol
 from webdancer.agents.trajectory import Trajectory
 from webdancer.envs.tasks import Task
 from webdancer.rewards import REWARDS, JudgeReward, RewardResult, normalize_answer
+from webdancer.rewards.judge import last_verdict
 
 STAGES = ("validity", "correctness", "quality")
 EVIDENCE_TOOLS = ("search", "visit")
@@ -351,14 +352,10 @@ _QUALITY_VERDICT = re.compile(r"^verdict\s*[:=\-]?\s*(keep|drop)\b", re.IGNORECA
 
 
 def parse_quality_verdict(text: str) -> bool | None:
-    """True (keep), False (drop) or None from the last ``Verdict: keep|drop`` line."""
-    verdict = None
-    for raw in text.splitlines():
-        line = re.sub(r"[*_`]", "", raw).strip().lstrip("#>-").strip()
-        match = _QUALITY_VERDICT.match(line)
-        if match:
-            verdict = match.group(1).lower() == "keep"
-    return verdict
+    """True (keep), False (drop) or None from the last ``Verdict: keep|drop`` line
+    (lines read as the answer judge reads them: markdown decoration stripped)."""
+    word = last_verdict(text, (_QUALITY_VERDICT,))
+    return None if word is None else word == "keep"
 
 
 class ChatQualityJudge:

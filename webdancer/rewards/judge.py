@@ -54,13 +54,22 @@ def parse_verdict(text: str) -> bool | None:
     code ticks, heading marks, quote marks and bullets are stripped; the last verdict
     line wins, so a judge that revises itself is read by its final word.
     """
-    verdict: bool | None = None
+    word = last_verdict(text, (_VERDICT_LINE, _BARE_LINE))
+    return None if word is None else word == "correct"
+
+
+def last_verdict(text: str, patterns: Sequence[re.Pattern[str]]) -> str | None:
+    """The word (group 1, lower-cased) of the last line of ``text`` that one of ``patterns``
+    matches, read as ``parse_verdict`` reads lines; None when no line matches."""
+    word: str | None = None
     for raw in text.splitlines():
         line = _DECORATION.sub("", raw).strip().lstrip("#>-•").strip()
-        match = _VERDICT_LINE.match(line) or _BARE_LINE.match(line)
-        if match:
-            verdict = match.group(1).lower() == "correct"
-    return verdict
+        for pattern in patterns:
+            match = pattern.match(line)
+            if match:
+                word = match.group(1).lower()
+                break
+    return word
 
 
 class ChatGenerationLike(Protocol):
