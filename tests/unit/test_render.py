@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from webdancer.web.render import Link, RenderedPage, evidence_units, rank_passages, render_page
+from webdancer.web.render import Link, RenderedPage, evidence_units, page_text, rank_passages, render_page
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 HTML_PAGES = SHARED_DATA / "html_pages"
@@ -266,6 +266,12 @@ def test_deeply_nested_documents_finish_and_keep_text() -> None:
         page = render_page(html, URL)
         assert time.perf_counter() - start < 5
         assert "deep text" in page.text
+
+
+def test_index_text_of_a_document_too_deep_to_parse_is_its_stripped_markup() -> None:
+    html = "<div>" * 100_000 + "<p>deep &amp; text</p><script>var x;</script>" + "</div>" * 100_000
+    assert page_text(html, URL) == (URL, "deep & text")
+    assert page_text("", URL) == (URL, "")
 
 
 def test_huge_document_is_capped_and_fast() -> None:

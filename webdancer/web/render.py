@@ -752,13 +752,14 @@ def page_text(html: bytes | str, url: str = "", *, content_type: str = "") -> tu
             encoding, _ = _choose_encoding(data, content_type)
             text = data.decode(encoding, "replace") if kind == "plain" else ""
             return url, _SPACES.sub(" ", text).strip()
-        root, _ = _to_tree(data, content_type)
-        if root is None or _parse_gave_up():
-            return render_page(html, url, content_type=content_type).title, ""
+        root, utf8 = _to_tree(data, content_type)
+        if root is None or _parse_gave_up():  # as render_page: no text, or the tag-stripped paragraphs
+            blocks = _markup_blocks(utf8) if root is not None else []
+            return url or "(untitled)", " ".join(text for _, text in blocks)
         head, body = root.find("head"), root.find("body")
         title = _title(head, body, url)
         content = body if body is not None else root
-        etree.strip_elements(content, *_INDEX_DROP, etree.Comment, with_tail=False)
+        etree.strip_elements(content, *_INDEX_DROP, with_tail=False)  # the parser already dropped comments
         return title, _SPACES.sub(" ", " ".join(content.itertext())).strip()
     except Exception:  # noqa: BLE001  never raises: a page we cannot read is indexed by its address alone
         return url, ""
