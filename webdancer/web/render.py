@@ -296,11 +296,11 @@ def _holds_content(el: etree._Element) -> bool:
 (INLINE, SKIP, BR, LINK, PRE, HEADING, FLOW, BLOCK, LIST, ITEM, TABLE, ROW, CELL, LANDMARK,
  ARTICLE) = range(15)
 _CHECKED = frozenset({BLOCK, LIST, ITEM, TABLE, CELL, LANDMARK})
+_CODE_TAGS = "script style noscript template svg"  # code and drawings: never page text
 _TAG_KIND: dict[str, int] = {}
 for _kind, _tags in (
-    (SKIP, ("script style noscript template svg iframe frame frameset object embed canvas head "
-            "title meta link base input select textarea button option optgroup datalist audio "
-            "video map area math")),
+    (SKIP, (_CODE_TAGS + " iframe frame frameset object embed canvas head title meta link base input "
+            "select textarea button option optgroup datalist audio video map area math")),
     (BR, "br"), (LINK, "a"), (PRE, "pre listing xmp plaintext"),
     (HEADING, "h1 h2 h3 h4 h5 h6"),
     (FLOW, "html body caption"),
@@ -738,7 +738,8 @@ def render_page(
         return _message_page(url, f"(This page could not be rendered: {type(exc).__name__}.)", size)
 
 
-_INDEX_DROP = ("script", "style", "noscript", "template", "svg", "nav", "header", "footer", "aside", "form")
+# What page_text leaves out of a search index: code, site chrome (the landmarks) and forms.
+_INDEX_DROP = (*_CODE_TAGS.split(), *(tag for tag, kind in _TAG_KIND.items() if kind == LANDMARK), "form")
 _SPACES = re.compile(r"\s+")
 
 
