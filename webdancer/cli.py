@@ -134,19 +134,20 @@ _VALUE_FLAGS = {"--cfg", "-c", "--info", "-i", "--package", "-p", "--config-path
                 "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 
 
-def _split_args(cmd: Command, args: Sequence[str]) -> list[str]:
-    """Turn positional words into an override; keep ``key=value`` and flags as they are."""
+def _scan_args(cmd: Command, args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """-> (Hydra flags with their values, overrides): ``key=value`` words as they are,
+    positional words as one override of the command's positional key."""
+    flags: list[str] = []
     overrides: list[str] = []
     positional: list[str] = []
     takes_value = False
     for arg in args:
-        if takes_value:
-            overrides.append(arg)
-            takes_value = False
+        if takes_value or arg.startswith("-"):
+            flags.append(arg)
+            takes_value = not takes_value and arg in _VALUE_FLAGS
             continue
-        takes_value = arg in _VALUE_FLAGS
         looks_like_override = "=" in arg.split("://", 1)[0] and not arg.startswith(("http://", "https://"))
-        if arg.startswith("-") or looks_like_override:
+        if looks_like_override:
             overrides.append(arg)
         else:
             positional.append(arg)
@@ -160,26 +161,19 @@ def _split_args(cmd: Command, args: Sequence[str]) -> list[str]:
             overrides.append(f"{cmd.positional}={_quote(' '.join(positional))}")
         else:
             overrides.append(f"{cmd.positional}={_quote(positional[0])}")
-    return overrides
+    return flags, overrides
 
 
-def _hoist_flags(args: list[str]) -> tuple[list[str], list[str]]:
-    """-> (flags with their values, overrides): Hydra's parser takes flags only before the
-    overrides, so ``--multirun`` may come anywhere on our command line."""
-    flags: list[str] = []
-    rest: list[str] = []
-    takes_value = False
-    for arg in args:
-        if takes_value or arg.startswith("-"):
-            flags.append(arg)
-            takes_value = not takes_value and arg in _VALUE_FLAGS
-        else:
-            rest.append(arg)
-    return flags, rest
+def _split_args(cmd: Command, args: Sequence[str]) -> list[str]:
+    """The command line as Hydra takes it: flags first (its parser reads them only before
+    the overrides, so ``--multirun`` may come anywhere on ours), then the overrides."""
+    flags, overrides = _scan_args(cmd, args)
+    return flags + overrides
 
 
-def _hydra_overrides(path: tuple[str, ...], cmd: Command, overrides: list[str]) -> list[str]:
-    flags, overrides = _hoist_flags(overrides)
+def _hydra_overrides(path: tuple[str, ...], cmd: Command, args: Sequence[str]) -> list[str]:
+    """Hydra's command line for ``args``: flags, then our defaults, then the user's overrides."""
+    flags, overrides = _scan_args(cmd, args)
     name = "_".join(path)
     user_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     base: list[str] = [f"hydra.job.name={name}"]
@@ -219,7 +213,7 @@ def run_app(path: tuple[str, ...], args: Sequence[str]) -> None:
     # YAML groups in webdancer/conf compose with the structured configs registered above.
     app = hydra.main(version_base="1.3", config_path="conf", config_name=config_name)(hydra_task)
     saved = sys.argv
-    sys.argv = ["webdancer " + " ".join(path), *_hydra_overrides(path, cmd, _split_args(cmd, args))]
+    sys.argv = ["webdancer " + " ".join(path), *_hydra_overrides(path, cmd, args)]
     try:
         app()
     finally:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from webdancer.cli import COMMANDS, _split_args, main, usage
+from webdancer.cli import COMMANDS, _hydra_overrides, _split_args, main, usage
 
 
 def test_positional_url_becomes_quoted_override() -> None:
@@ -27,6 +27,16 @@ def test_positional_list_for_record() -> None:
 def test_flags_pass_through() -> None:
     cmd = COMMANDS[("web", "build")]
     assert _split_args(cmd, ["--multirun", "seed=1,2"]) == ["--multirun", "seed=1,2"]
+
+
+def test_multirun_after_an_override_parses_as_before_it() -> None:
+    cmd = COMMANDS[("rl",)]
+    first = _hydra_overrides(("rl",), cmd, ["--multirun", "x=1", "seed=1,2"])
+    after = _hydra_overrides(("rl",), cmd, ["x=1", "--multirun", "seed=1,2"])
+    assert after == first
+    assert after[0] == "--multirun" and after[-2:] == ["x=1", "seed=1,2"]
+    # A flag's value travels with it.
+    assert _split_args(cmd, ["x=1", "--cfg", "job", "seed=2"]) == ["--cfg", "job", "x=1", "seed=2"]
 
 
 def test_positional_where_none_expected_is_an_error() -> None:
