@@ -36,8 +36,7 @@ def env_factory(cfg: DemoConfig, web: Path, tasks: list[Task]) -> Callable[[], W
     e = cfg.env
 
     def make() -> WebEnv:
-        return WebEnv(web, tasks=tasks, max_turns=e.max_turns, top_k=e.top_k, snippet_chars=e.snippet_chars,
-                      visit_mode=e.visit_mode, visit_budget_chars=e.visit_budget_chars, max_links=e.max_links)
+        return WebEnv(web, tasks=tasks, max_turns=e.max_turns, **e.tool_kwargs())
 
     return make
 
@@ -120,7 +119,8 @@ def evaluate_model(cfg: DemoConfig, name: str, model_dir: Path, web: Path, tasks
                                 top_p=cfg.eval.top_p, prompt_style=e.prompt_style, date=DATE, seed=cfg.eval.seed,
                                 progress=True)
     engine = HFEngine.from_pretrained(str(model_dir), dtype="float32")
-    report = evaluate(tasks, engine, env_factory(cfg, web, tasks), out_dir=out / name, k=k,
+    # The web path, not an env factory: the runner opens the store and index once for all envs.
+    report = evaluate(tasks, engine, web, env_kwargs=e.tool_kwargs(), out_dir=out / name, k=k,
                       rollout_cfg=rollout_cfg, reward_spec="exact_match", benchmark="synthetic",
                       batch_size=cfg.eval.batch_size, resume=False, progress=True)
     s = report["overall"]

@@ -78,8 +78,7 @@ def rl_stage(cfg: DemoConfig, sft: Path, web: Path, qa: Path, out: Path) -> Path
     node = algo_node(r.algo, ALGORITHMS.get(r.algo).config_type)(**r.algo_options)
     rl_cfg = RLConfig(
         algo=node, model=str(sft), out=str(out),
-        env=EnvSection(web=str(web), top_k=e.top_k, snippet_chars=e.snippet_chars, visit_mode=e.visit_mode,
-                       visit_budget_chars=e.visit_budget_chars, max_links=e.max_links),
+        env=EnvSection(web=str(web), **e.tool_kwargs()),
         tasks=TaskSection(train=str(qa / "train.jsonl"), test=str(qa / "test.jsonl")),
         rollout=RolloutSection(max_turns=e.max_turns, max_new_tokens=e.max_new_tokens,
                                max_context_tokens=e.max_context_tokens, temperature=r.temperature,

@@ -32,6 +32,11 @@ class DemoEnv:
     max_context_tokens: int = 1536
     prompt_style: str = "compact"
 
+    def tool_kwargs(self) -> dict[str, Any]:
+        """What the tools show, as ``WebEnv`` arguments (also the keys of ``rl``'s env section)."""
+        return {"top_k": self.top_k, "snippet_chars": self.snippet_chars, "visit_mode": self.visit_mode,
+                "visit_budget_chars": self.visit_budget_chars, "max_links": self.max_links}
+
 
 @dataclass
 class DemoQA:
