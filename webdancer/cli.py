@@ -62,7 +62,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("model", "make-tiny"): Command(
         "webdancer.conf.model:MakeTinyConfig",
         "webdancer.agents.tiny:make_tiny_command",
-        "train an offline tokenizer and save a small random Qwen2 model (tests, demo)",
+        "train an offline tokenizer and save a small random Qwen3 model (tests, demo)",
         positional="out",
     ),
     ("sft",): Command(

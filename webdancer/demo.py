@@ -92,9 +92,10 @@ def write_first_turns(conversations: Path, out: Path) -> Path:
     return out
 
 
-def site_corpus(web: Path, limit: int | None = None) -> Iterator[str]:
-    """The site as the agent reads it: rendered pages with their links."""
-    from webdancer.web.render import render_page
+def site_corpus(web: Path, visit_mode: str = "passages", limit: int | None = None) -> Iterator[str]:
+    """The site as the agent reads it: each page with its links, written the way the visit
+    tool shows it (``facts``: one sentence, "label: value" row or list item per line)."""
+    from webdancer.web.render import evidence_units, render_page
     from webdancer.web.webdir import WebDir
 
     with WebDir(web).store() as store:
@@ -102,7 +103,12 @@ def site_corpus(web: Path, limit: int | None = None) -> Iterator[str]:
             if limit is not None and i >= limit:
                 return
             r = render_page(page.body, page.url)
-            yield r.text + "\n" + "\n".join(f"[{link.index}] {link.text} -> {link.url}" for link in r.links)
+            links = "\n".join(f"[{link.index}] {link.text} -> {link.url}" for link in r.links)
+            if visit_mode == "facts":
+                facts = "\n".join(evidence_units(r.passages))
+                yield f"Page: {r.title}\nURL: {r.url}\n\nEvidence:\n{facts}\n\nLinks:\n{links}"
+            else:
+                yield r.text + "\n" + links
 
 
 def evaluate_model(cfg: DemoConfig, name: str, model_dir: Path, web: Path, tasks: list[Task],

@@ -159,8 +159,12 @@ def test_chat_cuts_at_stop_strings(
     by_server = engine.chat([conversation], _greedy_until(stop))[0]
     # Only the first four stop strings are sent: the fifth is applied locally.
     locally = engine.chat([conversation], _greedy_until("@@a", "@@b", "@@c", "@@d", stop))[0]
+    # transformers serve leaves a stop string out of the text without naming it (vLLM and
+    # SGLang name it, and the engine puts it back: see the stop_reason test below), so
+    # from this server the engine can only return the text before the stop.
+    assert by_server.text in (expected, expected[: -len(stop)])
+    assert locally.text == expected
     for reply in (by_server, locally):
-        assert reply.text == expected
         assert reply.finish_reason == "stop"
 
 

@@ -131,6 +131,33 @@ def test_tokenizer_loaded_by_auto_matches_trained_file(tiny_dir: Path) -> None:
         assert loaded.encode(text, add_special_tokens=False) == raw.encode(text).ids
 
 
+def _pieces_of(tokenizer: object, text: str, span: str) -> list[str]:
+    """The tokens that cover the last occurrence of ``span`` in ``text``."""
+    start = text.rindex(span)
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)  # type: ignore[operator]
+    return [tokenizer.decode([i]) for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)  # type: ignore[attr-defined]
+            if a < start + len(span) and b > start]
+
+
+def test_a_name_is_the_same_tokens_wherever_the_agent_copies_it(tiny_dir: Path) -> None:
+    """A name or value copied from a question or page into a tool call or an answer must be
+    the same token sequence there; GPT-2 style pieces (" Marlow" vs "Marlow") are not."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    contexts = {
+        "Marlow Quen": ["Who taught Marlow Quen?", "Who taught Marlow Quen in 1740?",
+                        '{"query": ["Marlow Quen"]}', "<answer>Marlow Quen</answer>",
+                        "1. [Marlow Quen - SynthWiki](https://synthwiki.example/wiki/Marlow_Quen)"],
+        "1732": ["Born: 1732", "was born in 1732.", "<answer>1732</answer>", '{"query": ["1732"]}'],
+        "cellist": ["Occupation: cellist", "<answer>cellist</answer>"],
+        "Marlow_Quen": ["https://synthwiki.example/wiki/Marlow_Quen)",
+                        '{"url": ["https://synthwiki.example/wiki/Marlow_Quen"]}'],
+    }
+    for span, texts in contexts.items():
+        pieces = [_pieces_of(tokenizer, text, span) for text in texts]
+        assert all(p == pieces[0] for p in pieces), (span, pieces)
+        assert "".join(pieces[0]) == span
+
+
 def test_chat_template_renders_chatml(tiny_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     messages = [

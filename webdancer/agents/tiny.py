@@ -4,7 +4,7 @@
 ``AutoTokenizer`` / ``AutoModelForCausalLM.from_pretrained(out_dir)`` load: a
 byte-level BPE tokenizer trained on text of the synthetic website plus samples of
 the agent protocol, ChatML special tokens, the protocol tags as single tokens, a
-ChatML chat template, and a Qwen2 causal LM with tied embeddings in safetensors.
+ChatML chat template, and a Qwen3 causal LM with tied embeddings in safetensors.
 Tests and the demo use it so that every part of the pipeline runs without network.
 """
 
@@ -64,8 +64,19 @@ _FALLBACK_FACTS = (
     ("Blue Ashwing", "a species of moth found in the marshes of Lindqvale"),
     ("The Glass Orchard", "a novel published in 1902 by Ilse Varnhoff"),
 )
+# How text is cut before BPE. A small model copies names from its context into tool
+# calls and answers, so a name must come out as the same tokens wherever it stands:
+# after a space in a question, after `["` in a JSON argument, after `<answer>`. GPT-2
+# style pieces (" Ornor" vs "Ornor") break that. Here a capitalized word or a number
+# never takes the space before it; that space (or a slug's underscore) goes to the end
+# of the previous piece instead. Lowercase words keep their leading space, and
+# punctuation takes the space after it, so "Industry: theatre" ends in "theatre" too.
 PRETOKENIZE_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r" ?\p{Ll}+(?:: | (?=[\p{Lu}\p{N}]))?"
+    r"|\p{Lu}\p{L}*(?:: |[ _](?=[\p{Lu}\p{N}]))?"
+    r"|\p{N}+(?: (?=[\p{Lu}\p{N}]))?"
+    r"| ?[^\s\p{L}\p{N}]+ ?"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
@@ -142,8 +153,9 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int,
     if base_size < min_size:
         raise ValueError(f"vocab_size={vocab_size} is too small; use at least {min_size + len(PROTOCOL_TOKENS)}.")
     backend = Tokenizer(models.BPE())
-    # The same normalizer and pre-tokenizer as transformers' Qwen2Tokenizer, which
-    # AutoTokenizer picks for a qwen2 model directory and rebuilds from vocab + merges.
+    # Saved as a plain TokenizersBackend, which AutoTokenizer loads from tokenizer.json as
+    # is for a qwen3 model directory (for qwen2 it would rebuild Qwen2Tokenizer from vocab
+    # and merges, with Qwen2's own pre-tokenizer instead of this one).
     backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -194,7 +206,7 @@ def make_tiny(
     extra_tokens: Iterable[str] = (),
 ) -> Path:
     """Train a tokenizer on ``corpus`` (default: ``default_corpus(seed=seed)``), build a
-    randomly initialised Qwen2 causal LM for it, and save both to ``out_dir``.
+    randomly initialised Qwen3 causal LM for it, and save both to ``out_dir``.
 
     ``vocab_size`` bounds the tokenizer (the model's vocabulary is the tokenizer's
     actual size: 3540 for the default corpus and 4096); the default model has
@@ -206,7 +218,7 @@ def make_tiny(
     Deterministic for a given corpus and ``seed``. Returns ``out_dir`` as a ``Path``.
     """
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
     if hidden_size % num_heads or num_heads % num_kv_heads:
         raise ValueError(
@@ -219,13 +231,14 @@ def make_tiny(
                                 extra_tokens)
     eos_id = tokenizer.convert_tokens_to_ids(IM_END)
     pad_id = tokenizer.convert_tokens_to_ids(PAD)
-    config = Qwen2Config(
+    config = Qwen3Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,
+        head_dim=hidden_size // num_heads,
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,
         bos_token_id=None,
@@ -236,7 +249,7 @@ def make_tiny(
     # global torch RNG state is left untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config)
+        model = Qwen3ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

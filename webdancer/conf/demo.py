@@ -94,8 +94,8 @@ class DemoRL:
 @dataclass
 class DemoEval:
     runs: int = 3
-    temperature: float = 1.0  # the rollout temperature of RL: Pass@k and Cons@k need diverse runs
-    top_p: float = 1.0
+    temperature: float = 0.6  # WebDancer's evaluation sampling (see REFERENCES: 0.6, top-p 0.95)
+    top_p: float = 0.95
     seed: int = 1234
     batch_size: int = 64  # episodes in flight at once
 

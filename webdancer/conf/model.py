@@ -9,7 +9,7 @@ from omegaconf import MISSING
 
 @dataclass
 class MakeTinyConfig:
-    """``webdancer model make-tiny OUT_DIR``: an offline tokenizer + small Qwen2 model."""
+    """``webdancer model make-tiny OUT_DIR``: an offline tokenizer + small Qwen3 model."""
 
     out: str = MISSING  # model directory to write
     vocab_size: int = 4096  # total, ChatML and protocol tokens included
