@@ -209,8 +209,8 @@ def make_tiny(
     randomly initialised Qwen3 causal LM for it, and save both to ``out_dir``.
 
     ``vocab_size`` bounds the tokenizer (the model's vocabulary is the tokenizer's
-    actual size: 3540 for the default corpus and 4096); the default model has
-    about 0.85M parameters.
+    actual size: 4053 for the default corpus and 4096); the default model has
+    about 0.91M parameters.
 
     ``extra_tokens`` are added to the vocabulary as whole tokens (the demo adds the
     site's entity names and URL slugs, so that copying a name is copying one token).
