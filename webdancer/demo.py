@@ -103,7 +103,7 @@ def site_corpus(web: Path, visit_mode: str = "passages", limit: int | None = Non
             if limit is not None and i >= limit:
                 return
             r = render_page(page.body, page.url)
-            links = "\n".join(f"[{link.index}] {link.text} -> {link.url}" for link in r.links)
+            links = "\n".join(link.line() for link in r.links)
             if visit_mode == "facts":
                 facts = "\n".join(evidence_units(r.passages))
                 yield f"Page: {r.title}\nURL: {r.url}\n\nEvidence:\n{facts}\n\nLinks:\n{links}"

@@ -33,14 +33,15 @@ def make_base_model(cfg: DemoConfig, web: Path, out: Path) -> Path:
     from webdancer.demo import site_corpus
 
     m = cfg.model
-    corpus = itertools.chain(site_corpus(web, cfg.env.visit_mode), default_corpus(300, seed=m.seed))
+    pages = list(site_corpus(web, cfg.env.visit_mode))  # rendered once for the tokenizer and pretraining
+    corpus = itertools.chain(pages, default_corpus(300, seed=m.seed))
     init = make_tiny(out / "init", corpus=corpus, vocab_size=m.vocab_size, hidden_size=m.hidden_size,
                      num_layers=m.num_layers, num_heads=max(2, m.hidden_size // 32),
                      num_kv_heads=max(1, m.hidden_size // 64), intermediate_size=3 * m.hidden_size, seed=m.seed,
                      extra_tokens=entity_tokens(web) if m.entity_tokens else ())
     if m.pretrain_steps <= 0:
         return init
-    return pretrain(init, site_corpus(web, cfg.env.visit_mode), out / "base", steps=m.pretrain_steps, seq_len=m.pretrain_seq_len,
+    return pretrain(init, pages, out / "base", steps=m.pretrain_steps, seq_len=m.pretrain_seq_len,
                     batch_size=m.pretrain_batch_size, lr=m.pretrain_lr, seed=m.seed,
                     copy_fraction=m.pretrain_copy_fraction, wandb_mode=cfg.wandb_mode)
 

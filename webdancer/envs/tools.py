@@ -182,7 +182,7 @@ def format_visit(page: RenderedPage, goal: str, ctx: ToolContext) -> str:
     cited = [link for link in page.links if f"[{link.index}]" in section]
     rest = [link for link in page.links if link not in cited]
     links = (cited + rest)[: ctx.max_links]
-    link_text = "\n".join(f"[{link.index}] {link.text} -> {link.url}" for link in links)
+    link_text = "\n".join(link.line() for link in links)
     return header + section + (f"\n\nLinks:\n{link_text}" if link_text else "")
 
 

@@ -62,6 +62,10 @@ class Link:
     text: str
     url: str
 
+    def line(self) -> str:
+        """How an observation lists the link: ``[3] Talgard -> https://...``."""
+        return f"[{self.index}] {self.text} -> {self.url}"
+
 
 @dataclass(frozen=True)
 class RenderedPage:
