@@ -38,7 +38,8 @@ def make_base_model(cfg: DemoConfig, web: Path, out: Path) -> Path:
     init = make_tiny(out / "init", corpus=corpus, vocab_size=m.vocab_size, hidden_size=m.hidden_size,
                      num_layers=m.num_layers, num_heads=max(2, m.hidden_size // 32),
                      num_kv_heads=max(1, m.hidden_size // 64), intermediate_size=3 * m.hidden_size, seed=m.seed,
-                     extra_tokens=entity_tokens(web) if m.entity_tokens else ())
+                     extra_tokens=entity_tokens(web) if m.entity_tokens else (), head_dim=m.head_dim,
+                     rope_theta=m.rope_theta, induction_heads=m.induction_heads)
     if m.pretrain_steps <= 0:
         return init
     return pretrain(init, pages, out / "base", steps=m.pretrain_steps, seq_len=m.pretrain_seq_len,

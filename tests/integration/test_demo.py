@@ -12,8 +12,8 @@ from webdancer.cli import main
 
 SMALL = [
     "web.pages=300", "qa.crawl_pages=300", "qa.n_crawlqa_train=16", "qa.n_e2hqa_train=8", "qa.n_crawlqa_test=4",
-    "qa.n_e2hqa_test=2", "model.pretrain_steps=3", "model.pretrain_batch_size=4", "model.hidden_size=32",
-    "model.num_layers=1", "model.vocab_size=1024", "sft.steps=2", "sft.batch_size=4",
+    "qa.n_e2hqa_test=2", "model.pretrain_steps=3", "model.pretrain_batch_size=4", "model.hidden_size=128",
+    "model.num_layers=2", "model.vocab_size=1024", "sft.steps=2", "sft.batch_size=4",
     "sft.warmup_first_turns_steps=2", "sft.warmup_batch_size=4", "rl.steps=1",
     "rl.prompts_per_step=2", "rl.group_size=2", "rl.mini_batch_prompts=2", "rl.micro_batch_size=4",
     "+rl.algo_options.max_gen_rounds=1", "env.max_turns=3", "env.max_new_tokens=24", "eval.runs=2",

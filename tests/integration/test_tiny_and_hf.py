@@ -110,6 +110,36 @@ def test_make_tiny_rejects_bad_head_counts(tmp_path: Path) -> None:
         make_tiny(tmp_path, corpus=_small_corpus(), hidden_size=30, num_heads=4)
 
 
+def _copy_accuracy(model_dir: Path, length: int = 30, filler: int = 200) -> float:
+    """Greedy next-token accuracy on the second copy of a random string of distinct
+    tokens, with random filler of other tokens between the copies: only in-context
+    copying can score here."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    g = torch.Generator().manual_seed(0)
+    middle = (50 + model.config.vocab_size) // 2
+    x = torch.stack([50 + torch.randperm(middle - 50, generator=g)[:length] for _ in range(8)])
+    ids = torch.cat([x, torch.randint(middle, model.config.vocab_size, (8, filler), generator=g), x], 1)
+    with torch.no_grad():
+        logits = model(ids).logits
+    start = length + filler
+    return (logits[:, start:-1].argmax(-1) == ids[:, start + 1:]).float().mean().item()
+
+
+def test_induction_heads_copy_an_unseen_string_before_any_training(tmp_path: Path) -> None:
+    kw = {"corpus": _small_corpus(), "vocab_size": 600, "hidden_size": 128, "num_layers": 2, "head_dim": 64,
+          "rope_theta": 1e9}
+    with_heads = make_tiny(tmp_path / "with", induction_heads=True, **kw)
+    without = make_tiny(tmp_path / "without", **kw)
+    assert _copy_accuracy(with_heads) > 0.8
+    assert _copy_accuracy(without) < 0.1
+
+
+def test_induction_heads_need_slow_rotary_pairs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rope_theta"):
+        make_tiny(tmp_path, corpus=_small_corpus(), vocab_size=600, hidden_size=128, num_layers=2,
+                  induction_heads=True)
+
+
 def test_protocol_tags_are_single_tokens(tiny_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     for tag in (*PROTOCOL_TOKENS, "<|im_start|>", "<|im_end|>", "<|endoftext|>"):

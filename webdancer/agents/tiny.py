@@ -204,6 +204,9 @@ def make_tiny(
     max_position_embeddings: int = 4096,
     seed: int = 0,
     extra_tokens: Iterable[str] = (),
+    head_dim: int | None = None,
+    rope_theta: float = 10000.0,
+    induction_heads: bool = False,
 ) -> Path:
     """Train a tokenizer on ``corpus`` (default: ``default_corpus(seed=seed)``), build a
     randomly initialised Qwen3 causal LM for it, and save both to ``out_dir``.
@@ -214,6 +217,10 @@ def make_tiny(
 
     ``extra_tokens`` are added to the vocabulary as whole tokens (the demo adds the
     site's entity names and URL slugs, so that copying a name is copying one token).
+
+    ``head_dim`` defaults to ``hidden_size // num_heads``. ``induction_heads`` writes
+    a copying circuit into the first two layers (``agents.induction``); it needs slow
+    rotary pairs, e.g. ``head_dim=64, rope_theta=1e9``.
 
     Deterministic for a given corpus and ``seed``. Returns ``out_dir`` as a ``Path``.
     """
@@ -238,7 +245,8 @@ def make_tiny(
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,
-        head_dim=hidden_size // num_heads,
+        head_dim=head_dim or hidden_size // num_heads,
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,
         bos_token_id=None,
@@ -250,6 +258,10 @@ def make_tiny(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(config)
+    if induction_heads:
+        from webdancer.agents.induction import implant_induction_heads
+
+        implant_induction_heads(model, seed=seed)
     model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
@@ -265,6 +277,9 @@ def make_tiny_command(cfg: MakeTinyConfig) -> Path:
         hidden_size=cfg.hidden_size,
         num_layers=cfg.num_layers,
         seed=cfg.seed,
+        head_dim=cfg.head_dim or None,
+        rope_theta=cfg.rope_theta,
+        induction_heads=cfg.induction_heads,
     )
     seconds = time.perf_counter() - start
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))

@@ -57,6 +57,9 @@ class DemoModel:
     vocab_size: int = 4096
     hidden_size: int = 128
     num_layers: int = 3
+    head_dim: int = 64
+    rope_theta: float = 1e9  # slow rotary pairs: room for the induction head's content match
+    induction_heads: bool = True  # a copying circuit written into layers 0-1 (agents.induction)
     seed: int = 0
     entity_tokens: bool = False  # site entity names and URL slugs as single tokens (see demo_stages.entity_tokens)
     pretrain_steps: int = 300  # LM steps on the site's rendered pages; 0 skips pretraining

@@ -15,6 +15,9 @@ class MakeTinyConfig:
     vocab_size: int = 4096  # total, ChatML and protocol tokens included
     hidden_size: int = 128
     num_layers: int = 2
+    head_dim: int = 0  # 0: hidden_size // 4
+    rope_theta: float = 10000.0
+    induction_heads: bool = False  # a copying circuit in layers 0-1; needs e.g. head_dim=64 rope_theta=1e9
     seed: int = 0
 
     def __post_init__(self) -> None:
