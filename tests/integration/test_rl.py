@@ -122,3 +122,38 @@ def test_vllm_rollout_engine_without_vllm_says_how_to_install(tiny: Path) -> Non
         rollout_engine(cfg, None, None)
     with pytest.raises(SystemExit):  # an unknown engine is a config error naming the valid ones
         main(["rl", f"model={tiny}", "rollout_engine=sglang"])
+
+
+def test_single_update_takes_pi_old_from_its_own_forward_pass(tiny: Path) -> None:
+    """A batch's only update needs no separate pi_old pass: its gradients are those of
+    the update with pi_old recomputed."""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from webdancer.algos import ALGORITHMS
+    from webdancer.algos.rl import has_dropout
+    from webdancer.algos.rl_batch import Sample, recompute_logprobs, update_step
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from grad_capture import CaptureGrads, NoSchedule
+
+    algo = ALGORITHMS.get("dapo")
+    grads = []
+    for recompute in (True, False):
+        model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+        assert not has_dropout(model)
+        gen = torch.Generator().manual_seed(0)
+        samples = [Sample(torch.randint(3, 200, (10 + 3 * i,), generator=gen).tolist(), [0] * 4 + [1] * (6 + 3 * i),
+                          advantage=float(i % 3) - 1.0) for i in range(4)]
+        if recompute:
+            model.eval()
+            recompute_logprobs(model, samples, pad_id=0, micro_batch_size=2)
+        capture = CaptureGrads(model)
+        update_step(model, capture, NoSchedule(), Accelerator(cpu=True), algo, algo.make_config({}), samples,
+                    pad_id=0, micro_batch_size=2, grad_clip=1e9)
+        grads.append(capture.grads)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
+    dropping = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32, attention_dropout=0.1)
+    assert has_dropout(dropping)

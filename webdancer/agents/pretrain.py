@@ -3,10 +3,11 @@
 Real agents start from a pretrained LM. The tiny model starts from random weights,
 so ``pretrain`` gives it a short pass over the text it will browse (the synthetic
 site's rendered pages): it learns the site's words. With ``copy_fraction`` > 0 that
-share of each batch are windows written twice (``w w``): predicting the second copy
-is pure in-context copying, the induction behaviour (Olsson et al., 2022) an agent
-needs to put a name from the question or a page into its tool calls, and which plain
-text teaches a small model only slowly.
+share of each batch are windows written twice (``w w``), which exercise in-context
+copying. The copy always sits half a window back, so a model without induction heads
+learns that fixed offset rather than induction (Olsson et al., 2022) within a few
+hundred steps; ``make_tiny(induction_heads=True)`` gives the model the circuit to
+begin with (``agents.induction``).
 """
 
 from __future__ import annotations

@@ -314,12 +314,15 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
             algo: Any, algo_cfg: Any, cfg: RLConfig, trajs: list[Trajectory], pad_id: int) -> dict[str, float]:
     samples = make_samples(trajs, algo, algo_cfg, cfg)
     policy.eval()
-    if cfg.old_logprobs == "recompute":  # pi_old from the trainer itself (REFERENCES pitfall 3)
+    per_update = cfg.mini_batch_prompts * cfg.group_size
+    only_update = cfg.epochs == 1 and len(samples) <= per_update and not has_dropout(policy)
+    # pi_old from the trainer itself (REFERENCES pitfall 3); when the batch gets a single
+    # update, that is the update's own forward pass (update_step), so no extra pass is needed.
+    if cfg.old_logprobs == "recompute" and not only_update:
         recompute_logprobs(policy, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size)
     if ref_model is not None:
         recompute_logprobs(ref_model, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size,
                            field="ref_logp")
-    per_update = cfg.mini_batch_prompts * cfg.group_size
     sums: dict[str, float] = {}
     n_updates = 0
     rng = random.Random(cfg.seed + len(trajs))
@@ -340,6 +343,16 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
     adv = [s.advantage for s in samples]
     out["actor/advantage_abs_mean"] = float(np.mean(np.abs(adv))) if adv else 0.0
     return out
+
+
+def has_dropout(model: Any) -> bool:
+    """Whether ``model`` drops anything in training mode (then a train-mode forward pass
+    is not pi_old, and pi_old needs its own eval-mode pass)."""
+    config = getattr(model, "config", None)
+    rates = [v for k, v in (vars(config) if config is not None else {}).items()
+             if "dropout" in k and isinstance(v, (int, float))]
+    rates += [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    return any(r > 0 for r in rates)
 
 
 def final_metric(run_dir: Path, key: str) -> float:

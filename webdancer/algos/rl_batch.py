@@ -85,8 +85,9 @@ def recompute_logprobs(model: Any, samples: Sequence[Sample], *, pad_id: int, mi
                        field: str = "old_logp") -> None:
     """Fill ``sample.<field>`` with ``model``'s log-probs (PPO's pi_old, or the reference)."""
     device = next(model.parameters()).device
-    for i in range(0, len(samples), micro_batch_size):
-        chunk = samples[i: i + micro_batch_size]
+    ordered = sorted(samples, key=lambda s: len(s.ids))  # similar lengths pad little
+    for i in range(0, len(ordered), micro_batch_size):
+        chunk = ordered[i: i + micro_batch_size]
         batch = collate([Sample(s.ids, s.loss_mask, 0.0) for s in chunk], pad_id, device)
         logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask)
         for s, row in zip(chunk, logp.cpu()):
@@ -98,12 +99,17 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
                 ) -> dict[str, float]:
     """One optimizer step over ``samples`` (this process's share of a mini-batch).
 
+    Samples without ``old_logp`` take pi_old from this step's own forward pass, which
+    is exact when the step is the batch's only update (one mini-batch, one epoch).
+
     The loss is scaled so that summing micro-batches and averaging gradients over
     processes gives the algorithm's aggregation over the whole step
     (``losses.step_loss_scales``): the token mean stays global.
     """
     device = accelerator.device
-    chunks = [samples[i: i + micro_batch_size] for i in range(0, len(samples), micro_batch_size)]
+    # Micro-batches of similar lengths pad little; the step's gradient is their sum either way.
+    ordered = sorted(samples, key=lambda s: len(s.ids))
+    chunks = [ordered[i: i + micro_batch_size] for i in range(0, len(ordered), micro_batch_size)]
     batches = [collate(chunk, pad_id, device) for chunk in chunks]
     scale_tokens, scale_seqs = step_loss_scales([b.loss_mask for b in batches])
     sums: dict[str, float] = {}
@@ -114,8 +120,9 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
         ctx = nullcontext() if last or accelerator.num_processes == 1 else accelerator.no_sync(model)
         with ctx:
             logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, with_entropy=True)
-            assert batch.old_logp is not None, "old log-probs must be filled before the update"
-            loss, metrics = algo.policy_loss(logp, batch.old_logp, batch.advantages, batch.loss_mask, algo_cfg,
+            # Without old log-probs this is the batch's only update: pi_old is the policy as it is now.
+            old_logp = batch.old_logp if batch.old_logp is not None else logp.detach()
+            loss, metrics = algo.policy_loss(logp, old_logp, batch.advantages, batch.loss_mask, algo_cfg,
                                              ref_logp=batch.ref_logp, scale_tokens=scale_tokens,
                                              scale_seqs=scale_seqs)
             accelerator.backward(loss)
