@@ -74,7 +74,7 @@ class DemoSFT:
     steps: int = 240
     lr: float = 3e-3
     batch_size: int = 8  # conversations per optimizer step
-    warmup_first_turns_steps: int = 300  # steps on first turns only before whole trajectories; 0 skips
+    warmup_first_turns_steps: int = 0  # steps on first turns only before whole trajectories; 0 skips
     warmup_batch_size: int = 32
     micro_batch_tokens: int = 0  # tokens per packed forward pass; 0: max_length
     warmup_steps: int = 20
@@ -85,7 +85,7 @@ class DemoSFT:
 class DemoRL:
     algo: str = "dapo"
     algo_options: dict[str, Any] = field(default_factory=dict)
-    steps: int = 10
+    steps: int = 16
     prompts_per_step: int = 8
     group_size: int = 8
     mini_batch_prompts: int = 8
