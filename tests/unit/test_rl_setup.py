@@ -45,3 +45,17 @@ def test_overlong_lengths_follow_the_rollout_budget() -> None:
     cfg = rl_config(rollout=RolloutSection(max_turns=4, max_new_tokens=100, max_context_tokens=300))
     assert max_response_tokens(cfg) == 300
     assert fit_overlong_cache(DAPOConfig(), cfg).overlong_cache == 60
+
+
+def test_task_stream_visits_every_task_once_per_epoch_and_resumes_in_place() -> None:
+    from webdancer.algos.rl import TaskStream
+    from webdancer.envs.tasks import Task
+
+    tasks = [Task(question=f"q{i}", answer=str(i)) for i in range(7)]
+    whole = TaskStream(tasks, seed=3).take(21)
+    for epoch in range(3):
+        assert sorted(t.question for t in whole[7 * epoch: 7 * epoch + 7]) == sorted(t.question for t in tasks)
+    assert [t.question for t in whole[:7]] != [t.question for t in whole[7:14]]  # a new order each epoch
+    resumed = TaskStream(tasks, seed=3, position=10)
+    assert [t.question for t in resumed.take(11)] == [t.question for t in whole[10:]]
+    assert [t.question for t in TaskStream(tasks, seed=4).take(7)] != [t.question for t in whole[:7]]

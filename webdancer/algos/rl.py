@@ -155,13 +155,20 @@ class TaskStream:
 
     def __init__(self, tasks: list[Task], seed: int, position: int = 0) -> None:
         self.tasks, self.seed, self.position = tasks, seed, position
+        self._epoch, self._order = -1, list[int]()
+
+    def order(self, epoch: int) -> list[int]:
+        """The task order of ``epoch``, drawn once per epoch."""
+        if epoch != self._epoch:
+            n = len(self.tasks)
+            self._epoch, self._order = epoch, random.Random(self.seed * 1_000_003 + epoch).sample(range(n), n)
+        return self._order
 
     def take(self, n: int) -> list[Task]:
         out = []
         for _ in range(n):
             epoch, i = divmod(self.position, len(self.tasks))
-            order = random.Random(self.seed * 1_000_003 + epoch).sample(range(len(self.tasks)), len(self.tasks))
-            out.append(self.tasks[order[i]])
+            out.append(self.tasks[self.order(epoch)[i]])
             self.position += 1
         return out
 
