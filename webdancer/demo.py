@@ -95,6 +95,7 @@ def write_first_turns(conversations: Path, out: Path) -> Path:
 def site_corpus(web: Path, visit_mode: str = "passages", limit: int | None = None) -> Iterator[str]:
     """The site as the agent reads it: each page with its links, written the way the visit
     tool shows it (``facts``: one sentence, "label: value" row or list item per line)."""
+    from webdancer.envs.tools import visit_text
     from webdancer.web.render import evidence_units, render_page
     from webdancer.web.webdir import WebDir
 
@@ -103,12 +104,10 @@ def site_corpus(web: Path, visit_mode: str = "passages", limit: int | None = Non
             if limit is not None and i >= limit:
                 return
             r = render_page(page.body, page.url)
-            links = "\n".join(link.line() for link in r.links)
             if visit_mode == "facts":
-                facts = "\n".join(evidence_units(r.passages))
-                yield f"Page: {r.title}\nURL: {r.url}\n\nEvidence:\n{facts}\n\nLinks:\n{links}"
+                yield visit_text(r, None, "\nEvidence:\n" + "\n".join(evidence_units(r.passages)), r.links)
             else:
-                yield r.text + "\n" + links
+                yield r.text + "\n" + "\n".join(link.line() for link in r.links)
 
 
 def evaluate_model(cfg: DemoConfig, name: str, model_dir: Path, web: Path, tasks: list[Task],

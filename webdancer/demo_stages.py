@@ -55,7 +55,7 @@ def sft_stage(cfg: DemoConfig, base: Path, data: Path, out: Path) -> Path:
     into its search before it learns whole episodes. It is off by default: with
     induction heads (``model.induction_heads``) the model copies without it, and
     starting RL from SFT without the warm-up gave a higher rollout accuracy on the
-    training questions (0.25 vs 0.06-0.17 at the first DAPO step).
+    training questions (0.25 vs 0.06 at the first DAPO step).
     """
     from webdancer.algos.sft import train_sft
     from webdancer.conf.sft import SFTConfig

@@ -148,9 +148,14 @@ def test_single_update_takes_pi_old_from_its_own_forward_pass(tiny: Path) -> Non
         if recompute:
             model.eval()
             recompute_logprobs(model, samples, pad_id=0, micro_batch_size=2)
+        else:
+            with pytest.raises(AssertionError, match="old log-probs"):  # never silently on-policy
+                update_step(model, CaptureGrads(model), NoSchedule(), Accelerator(cpu=True), algo,
+                            algo.make_config({}), samples, pad_id=0, micro_batch_size=2, grad_clip=1e9)
+            model.zero_grad(set_to_none=True)
         capture = CaptureGrads(model)
         update_step(model, capture, NoSchedule(), Accelerator(cpu=True), algo, algo.make_config({}), samples,
-                    pad_id=0, micro_batch_size=2, grad_clip=1e9)
+                    pad_id=0, micro_batch_size=2, grad_clip=1e9, old_from_this_pass=not recompute)
         grads.append(capture.grads)
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:

@@ -35,10 +35,6 @@ import torch
 CONTEXT = 4096  # positions the positional and matching scores are designed for
 
 
-def _rotary_frequencies(base: float, head_dim: int) -> torch.Tensor:
-    return base ** (-torch.arange(head_dim // 2, dtype=torch.float64) * 2 / head_dim)
-
-
 @torch.no_grad()
 def implant_induction_heads(model: torch.nn.Module, *, seed: int = 0, code_dims: int = 36, constant: float = 0.1,
                             code_scale: float = 0.6, positional_gain: float = 3.0, match_gain: float = 2.5,
@@ -59,7 +55,7 @@ def implant_induction_heads(model: torch.nn.Module, *, seed: int = 0, code_dims:
         raise ValueError("induction heads need at least 2 layers and tied embeddings; "
                          f"this model has {cfg.num_hidden_layers} layers, tie_word_embeddings={cfg.tie_word_embeddings}.")
     half = head_dim // 2
-    theta = _rotary_frequencies(float(cfg.rope_parameters["rope_theta"]), head_dim)
+    theta = model.model.rotary_emb.inv_freq.double()  # the rotary pairs' angles per position
     slow = torch.nonzero(theta * CONTEXT < 0.35).flatten().tolist()
     pairs = slow[-max(1, code_dims // 2):]  # the slowest rotary pairs carry the content match
     n_positional = slow[0] if slow else half  # the faster ones place the previous-token peak

@@ -204,7 +204,7 @@ def make_tiny(
     max_position_embeddings: int = 4096,
     seed: int = 0,
     extra_tokens: Iterable[str] = (),
-    head_dim: int | None = None,
+    head_dim: int = 0,
     rope_theta: float = 10000.0,
     induction_heads: bool = False,
 ) -> Path:
@@ -218,7 +218,7 @@ def make_tiny(
     ``extra_tokens`` are added to the vocabulary as whole tokens (the demo adds the
     site's entity names and URL slugs, so that copying a name is copying one token).
 
-    ``head_dim`` defaults to ``hidden_size // num_heads``. ``induction_heads`` writes
+    ``head_dim`` 0 means ``hidden_size // num_heads``. ``induction_heads`` writes
     a copying circuit into the first two layers (``agents.induction``); it needs slow
     rotary pairs, e.g. ``head_dim=64, rope_theta=1e9``.
 
@@ -277,7 +277,7 @@ def make_tiny_command(cfg: MakeTinyConfig) -> Path:
         hidden_size=cfg.hidden_size,
         num_layers=cfg.num_layers,
         seed=cfg.seed,
-        head_dim=cfg.head_dim or None,
+        head_dim=cfg.head_dim,
         rope_theta=cfg.rope_theta,
         induction_heads=cfg.induction_heads,
     )

@@ -155,7 +155,7 @@ class TaskStream:
 
     def __init__(self, tasks: list[Task], seed: int, position: int = 0) -> None:
         self.tasks, self.seed, self.position = tasks, seed, position
-        self._epoch, self._order = -1, list[int]()
+        self._epoch, self._order = -1, []
 
     def order(self, epoch: int) -> list[int]:
         """The task order of ``epoch``, drawn once per epoch."""
@@ -252,6 +252,7 @@ def train_rl(cfg: RLConfig) -> Path:
     scheduler = get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     policy = accelerator.unwrap_model(model)
+    dropout = has_dropout(policy)
     engine = rollout_engine(cfg, policy, tokenizer)
 
     web = Path(cfg.env.web) if cfg.env.web else ensure_synthetic_web(cfg.env.pages, cfg.env.site_seed)
@@ -289,7 +290,7 @@ def train_rl(cfg: RLConfig) -> Path:
         t1 = time.perf_counter()
         if trajs:
             metrics.update(_update(model, policy, ref_model, optimizer, scheduler, accelerator, algo, algo_cfg,
-                                   cfg, trajs, pad_id))
+                                   cfg, trajs, pad_id, dropout=dropout))
         if trajs and cfg.rollout_engine == "vllm":
             engine.load_weights(policy)  # the next rollout samples from the updated policy
         t_update = time.perf_counter() - t1
@@ -318,14 +319,16 @@ def train_rl(cfg: RLConfig) -> Path:
 
 
 def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
-            algo: Any, algo_cfg: Any, cfg: RLConfig, trajs: list[Trajectory], pad_id: int) -> dict[str, float]:
+            algo: Any, algo_cfg: Any, cfg: RLConfig, trajs: list[Trajectory], pad_id: int, *,
+            dropout: bool) -> dict[str, float]:
     samples = make_samples(trajs, algo, algo_cfg, cfg)
     policy.eval()
     per_update = cfg.mini_batch_prompts * cfg.group_size
-    only_update = cfg.epochs == 1 and len(samples) <= per_update and not has_dropout(policy)
     # pi_old from the trainer itself (REFERENCES pitfall 3); when the batch gets a single
-    # update, that is the update's own forward pass (update_step), so no extra pass is needed.
-    if cfg.old_logprobs == "recompute" and not only_update:
+    # update, that is the update's own forward pass, so no extra pass is needed.
+    old_from_update = (cfg.old_logprobs == "recompute" and cfg.epochs == 1 and len(samples) <= per_update
+                       and not dropout)
+    if cfg.old_logprobs == "recompute" and not old_from_update:
         recompute_logprobs(policy, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size)
     if ref_model is not None:
         recompute_logprobs(ref_model, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size,
@@ -340,7 +343,8 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
         flat = [s for g in groups for s in g]
         for i in range(0, len(flat), per_update):
             m = update_step(model, optimizer, scheduler, accelerator, algo, algo_cfg, flat[i: i + per_update],
-                            pad_id=pad_id, micro_batch_size=cfg.micro_batch_size, grad_clip=cfg.grad_clip)
+                            pad_id=pad_id, micro_batch_size=cfg.micro_batch_size, grad_clip=cfg.grad_clip,
+                            old_from_this_pass=old_from_update)
             n_updates += 1
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v

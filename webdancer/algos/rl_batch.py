@@ -95,12 +95,13 @@ def recompute_logprobs(model: Any, samples: Sequence[Sample], *, pad_id: int, mi
 
 
 def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, algo: Algorithm, algo_cfg: Any,
-                samples: Sequence[Sample], *, pad_id: int, micro_batch_size: int, grad_clip: float
-                ) -> dict[str, float]:
+                samples: Sequence[Sample], *, pad_id: int, micro_batch_size: int, grad_clip: float,
+                old_from_this_pass: bool = False) -> dict[str, float]:
     """One optimizer step over ``samples`` (this process's share of a mini-batch).
 
-    Samples without ``old_logp`` take pi_old from this step's own forward pass, which
-    is exact when the step is the batch's only update (one mini-batch, one epoch).
+    ``old_from_this_pass``: pi_old is this step's own forward pass (detached) instead of
+    the samples' ``old_logp``; exact when the step is the batch's only update (one
+    mini-batch, one epoch, no dropout), and it saves the separate pi_old pass.
 
     The loss is scaled so that summing micro-batches and averaging gradients over
     processes gives the algorithm's aggregation over the whole step
@@ -120,8 +121,8 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
         ctx = nullcontext() if last or accelerator.num_processes == 1 else accelerator.no_sync(model)
         with ctx:
             logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, with_entropy=True)
-            # Without old log-probs this is the batch's only update: pi_old is the policy as it is now.
-            old_logp = batch.old_logp if batch.old_logp is not None else logp.detach()
+            old_logp = logp.detach() if old_from_this_pass else batch.old_logp
+            assert old_logp is not None, "old log-probs must be filled before the update"
             loss, metrics = algo.policy_loss(logp, old_logp, batch.advantages, batch.loss_mask, algo_cfg,
                                              ref_logp=batch.ref_logp, scale_tokens=scale_tokens,
                                              scale_seqs=scale_seqs)

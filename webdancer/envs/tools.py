@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from webdancer.registry import Registry
-from webdancer.web.render import RenderedPage, evidence_units, rank_passages, render_page
+from webdancer.web.render import Link, RenderedPage, evidence_units, rank_passages, render_page
 from webdancer.web.search import SearchBackend, format_many
 from webdancer.web.snapshots import Miss, SnapshotStore
 
@@ -164,9 +164,16 @@ class VisitTool:
         return format_visit(page, goal, ctx), None
 
 
+def visit_text(page: RenderedPage, goal: str | None, section: str, links: Sequence[Link]) -> str:
+    """How a visited page reads to the agent: its title, URL and goal, ``section``
+    (the evidence), then ``links``."""
+    header = f"Page: {page.title}\nURL: {page.url}\n" + (f"Goal: {goal}\n" if goal is not None else "")
+    link_text = "\n".join(link.line() for link in links)
+    return header + section + (f"\n\nLinks:\n{link_text}" if link_text else "")
+
+
 def format_visit(page: RenderedPage, goal: str, ctx: ToolContext) -> str:
     """The observation for one visited page: evidence for the goal, then links."""
-    header = f"Page: {page.title}\nURL: {page.url}\nGoal: {goal}\n"
     if ctx.visit_mode == "full":
         body = page.pages[0] if page.pages else page.text
         section = f"\nContent (page 1 of {max(1, len(page.pages))}):\n{body}"
@@ -181,9 +188,7 @@ def format_visit(page: RenderedPage, goal: str, ctx: ToolContext) -> str:
     # Links cited in the chosen passages first, so following them stays possible.
     cited = [link for link in page.links if f"[{link.index}]" in section]
     rest = [link for link in page.links if link not in cited]
-    links = (cited + rest)[: ctx.max_links]
-    link_text = "\n".join(link.line() for link in links)
-    return header + section + (f"\n\nLinks:\n{link_text}" if link_text else "")
+    return visit_text(page, goal, section, (cited + rest)[: ctx.max_links])
 
 
 TOOLS.register("search", SearchTool())
