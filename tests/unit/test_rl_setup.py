@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -59,3 +60,68 @@ def test_task_stream_visits_every_task_once_per_epoch_and_resumes_in_place() -> 
     resumed = TaskStream(tasks, seed=3, position=10)
     assert [t.question for t in resumed.take(11)] == [t.question for t in whole[10:]]
     assert [t.question for t in TaskStream(tasks, seed=4).take(7)] != [t.question for t in whole[:7]]
+
+
+class _ScriptedRollout:
+    """Stands in for ``Rollout``: each task's group gets the (reward, correct) pairs scripted for it."""
+
+    def __init__(self, script: dict[str, list[tuple[float, float]]]) -> None:
+        self.script = script
+
+    def run(self, tasks: list[Any], *, group_size: int, group_offset: int) -> list[Any]:
+        from types import SimpleNamespace
+
+        out = []
+        for g, task in enumerate(tasks):
+            for reward, correct in self.script[task.question][:group_size]:
+                out.append(SimpleNamespace(reward=reward, reward_breakdown={"exact_match": correct, "format": 0.1},
+                                           group=group_offset + g, question=task.question))
+        return out
+
+
+@pytest.mark.parametrize(("filter_on", "kept"), [("accuracy", {"mixed"}), ("reward", {"mixed", "format_only"})])
+def test_dynamic_sampling_judges_groups_by_their_answers_not_their_format(filter_on: str, kept: set[str]) -> None:
+    from webdancer.algos import ALGORITHMS
+    from webdancer.algos.rl import TaskStream, collect
+    from webdancer.envs.tasks import Task
+
+    # all answers wrong, but two of them well-formed: only the format term differs
+    script = {"format_only": [(0.1, 0.0), (0.0, 0.0), (0.1, 0.0), (0.0, 0.0)],
+              "mixed": [(1.0, 1.0), (0.1, 0.0), (0.0, 0.0), (0.0, 0.0)],
+              "solved": [(1.0, 1.0)] * 4}
+    stream = TaskStream([Task(question=q, answer="a") for q in script], seed=0)
+    cfg = rl_config(prompts_per_step=3, group_size=4, mini_batch_prompts=3, filter_on=filter_on)
+    trajs, generated, metrics, _ = collect(_ScriptedRollout(script), stream, ALGORITHMS.get("dapo"),
+                                           DAPOConfig(max_gen_rounds=1), cfg, 0, "exact_match")
+    assert len(generated) == 12 and {t.question for t in trajs} == kept
+    assert metrics["filter/dropped_groups"] == 3 - len(kept)
+
+
+def test_unknown_filter_signal_is_named() -> None:
+    with pytest.raises(ValueError, match="filter_on='format' is not valid"):
+        rl_config(filter_on="format")
+
+
+def test_oversampling_fills_the_batch_in_one_round_and_drops_the_surplus() -> None:
+    from webdancer.algos import ALGORITHMS
+    from webdancer.algos.rl import TaskStream, collect
+    from webdancer.envs.tasks import Task
+
+    tasks = [Task(question=q, answer="x") for q in "abcde"]
+    first = TaskStream(tasks, seed=0).take(1)[0].question
+    script = {q: [(0.0, 0.0)] * 2 if q == first else [(1.0, 1.0), (0.0, 0.0)] for q in "abcde"}
+    cfg = rl_config(prompts_per_step=2, group_size=2, mini_batch_prompts=2)
+    # the first group is filtered out: without oversampling a second round fetches one more prompt
+    for oversample, rounds, generated_groups in ((1.0, 2, 3), (2.0, 1, 4)):
+        stream = TaskStream(tasks, seed=0)
+        trajs, generated, metrics, _ = collect(
+            _ScriptedRollout(script), stream, ALGORITHMS.get("dapo"), DAPOConfig(),
+            dataclasses.replace(cfg, oversample=oversample), 0, "exact_match")
+        assert len(trajs) == 4 and len({t.group for t in trajs}) == 2 and first not in {t.question for t in trajs}
+        assert metrics["filter/gen_rounds"] == rounds and len(generated) == 2 * generated_groups
+        assert stream.position == generated_groups
+
+
+def test_oversample_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="oversample=0.5 must be at least 1.0"):
+        rl_config(oversample=0.5)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from webdancer.agents.engines.factory import make_engine
 from webdancer.agents.engines.hf import HFEngine
@@ -173,29 +175,47 @@ class TaskStream:
         return out
 
 
+def filter_signal(trajs: list[Trajectory], cfg: RLConfig, answer_key: str) -> Tensor:
+    """What the group filter judges each trajectory by (``cfg.filter_on``). (N,)
+
+    DAPO keeps a group when 0 < #correct < G. Judged on the total reward instead, a group
+    whose answers are all wrong still passes when its format scores differ, and its
+    normalized advantages then pay an early wrong answer (format 0.1) over a search that
+    ran out of turns (format 0): the policy learns to give up.
+    """
+    if cfg.filter_on == "accuracy":
+        return torch.tensor([t.reward_breakdown.get(answer_key, 0.0) for t in trajs], dtype=torch.float32)
+    return torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+
+
 def collect(rollout: Rollout, stream: TaskStream, algo: Any, algo_cfg: Any, cfg: RLConfig,
-            group_counter: int) -> tuple[list[Trajectory], list[Trajectory], dict[str, float], int]:
+            group_counter: int, answer_key: str) -> tuple[list[Trajectory], list[Trajectory], dict[str, float], int]:
     """Roll out until ``prompts_per_step`` groups pass the algorithm's filter.
 
     -> (kept trajectories, every trajectory generated, filter metrics, next group id).
     Stops after ``max_gen_rounds`` rounds and trains on what it has (logged), rather than
-    stalling when every group scores the same (REFERENCES pitfall 4).
+    stalling when every group scores the same (REFERENCES pitfall 4). With dynamic sampling
+    a round rolls out ``oversample`` times the missing prompts (the recipe over-generates
+    3x), so a filter that keeps half the groups costs one large batched round, not several
+    small ones; surplus groups are dropped.
     """
     target, G = cfg.prompts_per_step, cfg.group_size
+    factor = cfg.oversample if getattr(algo_cfg, "dynamic_sampling", False) else 1.0
     max_rounds = algo_cfg.max_gen_rounds if getattr(algo_cfg, "dynamic_sampling", False) else 1
     kept: list[list[Trajectory]] = []
     preferred: list[bool] = []
     generated: list[Trajectory] = []
     rounds = 0
     while len(kept) < target and rounds < max_rounds:
-        trajs = rollout.run(stream.take(target - len(kept)), group_size=G, group_offset=group_counter)
+        trajs = rollout.run(stream.take(math.ceil(factor * (target - len(kept)))), group_size=G,
+                            group_offset=group_counter)
         group_counter += len(trajs) // G
         generated += trajs
         rounds += 1
-        rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+        signal = filter_signal(trajs, cfg, answer_key)
         groups = torch.tensor([t.group for t in trajs])
-        keep = algo.sample_filter(rewards, groups, algo_cfg)
-        first = algo.sample_priority(rewards, groups, algo_cfg)
+        keep = algo.sample_filter(signal, groups, algo_cfg)
+        first = algo.sample_priority(signal, groups, algo_cfg)
         for g in range(0, len(trajs), G):
             if bool(keep[g]):
                 kept.append(trajs[g: g + G])
@@ -280,7 +300,7 @@ def train_rl(cfg: RLConfig) -> Path:
         stats0 = dataclasses.replace(train_rollout.stats)
         policy.eval()
         trajs, generated, metrics, group_counter = collect(train_rollout, stream, algo, algo_cfg, cfg,
-                                                           group_counter)
+                                                           group_counter, answer_key)
         t_rollout = time.perf_counter() - t0
         metrics.update(rollout_metrics(generated, answer_key))
         gen_tokens = train_rollout.stats.generated_tokens - stats0.generated_tokens

@@ -73,6 +73,11 @@ class RLConfig:
     steps: int = 100
     prompts_per_step: int = 16  # groups per update batch (after dynamic sampling)
     group_size: int = 8  # G rollouts per prompt
+    # What dynamic sampling (and a curriculum) judges a group by: "accuracy", the answer term
+    # alone, as DAPO (a group is kept when some but not all answers are right); or "reward",
+    # the whole reward (before length shaping), which also keeps all-wrong groups that differ only in format.
+    filter_on: str = "accuracy"
+    oversample: float = 1.0  # with dynamic sampling: prompts rolled out per round / prompts still missing
     mini_batch_prompts: int = 16  # prompts per optimizer step (updates per batch = prompts_per_step / this)
     epochs: int = 1  # passes over each rollout batch
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
@@ -84,7 +89,7 @@ class RLConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     ref_model: str | None = None  # for algorithms with kl_coef > 0; default: the initial model
-    eval_every: int = 0  # 0: only at the end
+    eval_every: int = 0  # steps between held-out evaluations; 0: none (run `webdancer eval` on the result)
     eval_runs: int = 1
     eval_temperature: float = 0.6
     seed: int = 0
@@ -102,6 +107,10 @@ class RLConfig:
             raise ValueError(f"rollout_engine={self.rollout_engine!r} is not valid; use hf or vllm.")
         if self.old_logprobs not in ("recompute", "engine"):
             raise ValueError(f"old_logprobs={self.old_logprobs!r} is not valid; use recompute or engine.")
+        if self.oversample < 1.0:
+            raise ValueError(f"oversample={self.oversample} must be at least 1.0 (1.0: no over-generation).")
+        if self.filter_on not in ("accuracy", "reward"):
+            raise ValueError(f"filter_on={self.filter_on!r} is not valid; use accuracy or reward.")
         if self.prompts_per_step % self.mini_batch_prompts:
             raise ValueError(f"prompts_per_step={self.prompts_per_step} must be a multiple of "
                              f"mini_batch_prompts={self.mini_batch_prompts}.")
