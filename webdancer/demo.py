@@ -42,8 +42,9 @@ def env_factory(cfg: DemoConfig, web: Path, tasks: list[Task]) -> Callable[[], W
 
 
 # ------------------------------------------------------------------------------ stages
-def synthesize_qa(cfg: DemoConfig, web: Path) -> tuple[list[Task], list[Task]]:
-    """CRAWLQA (single page and multi-hop) and E2HQA questions, train and test."""
+def synthesize_qa(cfg: DemoConfig, web: Path) -> dict[str, list[Task]]:
+    """CRAWLQA (single page and multi-hop) and E2HQA questions: ``train``, ``val`` (held out
+    of the training questions) and ``test`` (questions of the other hash split)."""
     from webdancer.data.crawlqa import GraphQuestionWriter, crawl, questions_from_crawl
     from webdancer.data.e2hqa import synthesize_e2hqa
     from webdancer.web.webdir import WebDir
@@ -54,14 +55,22 @@ def synthesize_qa(cfg: DemoConfig, web: Path) -> tuple[list[Task], list[Task]]:
     with webdir.store() as store:
         result = crawl(store, graph.base_url + "/", max_depth=6, max_pages=q.crawl_pages, progress=True)
     writer = GraphQuestionWriter(graph, kinds=("single_page", "multi_hop"), hops=(2, max(2, q.crawlqa_hops_high)))
-    splits: dict[str, list[Task]] = {}
-    for split, n_crawl, n_e2h in (("train", q.n_crawlqa_train, q.n_e2hqa_train),
-                                  ("test", q.n_crawlqa_test, q.n_e2hqa_test)):
+
+    def questions(split: str, n_crawl: int, n_e2h: int) -> tuple[list[Task], list[Task]]:
         crawl_tasks = questions_from_crawl(result, writer, n=n_crawl, seed=q.seed, split=split)
-        e2h_tasks = synthesize_e2hqa(graph, web, n=n_e2h, hops=[q.e2hqa_hops], seed=q.seed, split=split,
-                                     progress=False)
-        splits[split] = crawl_tasks + e2h_tasks
-    return splits["train"], splits["test"]
+        return crawl_tasks, synthesize_e2hqa(graph, web, n=n_e2h, hops=[q.e2hqa_hops], seed=q.seed, split=split,
+                                             progress=False)
+
+    crawl_train, e2h_train = questions("train", q.n_crawlqa_train + q.n_crawlqa_val, q.n_e2hqa_train + q.n_e2hqa_val)
+    crawl_test, e2h_test = questions("test", q.n_crawlqa_test, q.n_e2hqa_test)
+    val = [_as_split(t, "val") for t in crawl_train[q.n_crawlqa_train:] + e2h_train[q.n_e2hqa_train:]]
+    return {"train": crawl_train[: q.n_crawlqa_train] + e2h_train[: q.n_e2hqa_train], "val": val,
+            "test": crawl_test + e2h_test}
+
+
+def _as_split(task: Task, split: str) -> Task:
+    return Task(task.question, task.answer, task.id.replace("-train-", f"-{split}-"), task.root_url,
+                {**task.meta, "split": split})
 
 
 def oracle_trajectories(cfg: DemoConfig, web: Path, tasks: list[Task], out: Path) -> tuple[Path, dict[str, Any]]:
@@ -94,7 +103,12 @@ def write_first_turns(conversations: Path, out: Path) -> Path:
 
 def site_corpus(web: Path, visit_mode: str = "passages", limit: int | None = None) -> Iterator[str]:
     """The site as the agent reads it: each page with its links, written the way the visit
-    tool shows it (``facts``: one sentence, "label: value" row or list item per line)."""
+    tool shows it (``facts``: one sentence, "label: value" row or list item per line).
+
+    Every page ends with a ``Links:`` section, empty when the page has none: the layout the
+    demo's defaults were tuned with (the tokenizer is trained on these pages, so a change
+    here changes every token id after it).
+    """
     from webdancer.envs.tools import visit_text
     from webdancer.web.render import evidence_units, render_page
     from webdancer.web.webdir import WebDir
@@ -105,7 +119,8 @@ def site_corpus(web: Path, visit_mode: str = "passages", limit: int | None = Non
                 return
             r = render_page(page.body, page.url)
             if visit_mode == "facts":
-                yield visit_text(r, None, "\nEvidence:\n" + "\n".join(evidence_units(r.passages)), r.links)
+                page_text = visit_text(r, None, "\nEvidence:\n" + "\n".join(evidence_units(r.passages)), [])
+                yield page_text + "\n\nLinks:\n" + "\n".join(link.line() for link in r.links)
             else:
                 yield r.text + "\n" + "\n".join(link.line() for link in r.links)
 
@@ -199,11 +214,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         return {"pages": stats.pages}
 
     def make_qa() -> dict[str, int]:
-        train, test = synthesize_qa(cfg, web)
-        write_jsonl_tasks(train, out / "qa" / "train.jsonl")
-        write_jsonl_tasks(test, out / "qa" / "test.jsonl")
-        print(f"{len(train)} train and {len(test)} held-out questions")
-        return {"train": len(train), "test": len(test)}
+        splits = synthesize_qa(cfg, web)
+        for split, tasks in splits.items():
+            write_jsonl_tasks(tasks, out / "qa" / f"{split}.jsonl")
+        print(", ".join(f"{len(tasks)} {split}" for split, tasks in splits.items()) + " questions")
+        return {split: len(tasks) for split, tasks in splits.items()}
 
     def trajectories() -> dict[str, Any]:
         path, counts = oracle_trajectories(cfg, web, list(load_jsonl_tasks(out / "qa" / "train.jsonl")),
@@ -220,10 +235,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     rl = Path(stages.run("rl", lambda: str(rl_stage(cfg, sft, web, out / "qa", out / "rl"))))
 
     def evaluate_all() -> dict[str, Any]:
-        test = list(load_jsonl_tasks(out / "qa" / "test.jsonl"))
-        results = {}
+        split = cfg.eval.split
+        held_out = list(load_jsonl_tasks(out / "qa" / f"{split}.jsonl"))
+        results: dict[str, Any] = {"split": split}
         for name, path in (("base", base), ("sft", sft), ("rl", rl)):
-            results[name] = evaluate_model(cfg, name, path, web, test, out / "eval")
+            results[name] = evaluate_model(cfg, name, path, web, held_out, out / "eval" / split)
             print(f"{name}: Pass@1 {results[name]['pass_at_1']:.3f}  "
                   f"invalid actions {results[name]['invalid_action_rate']:.3f}", flush=True)
         return results

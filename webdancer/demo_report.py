@@ -64,14 +64,15 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     timing_rows += [f"| {stage} | {secs:.1f} |" for stage, secs in report["timings_s"].items()]
     timing_rows.append(f"| total | {sum(report['timings_s'].values()):.1f} |")
     info = report["info"]
+    split = report.get("split", "test")
     lines = [
         "# webdancer demo",
         "",
-        (f"Synthetic web of {info['web']['pages']} pages; {info['qa']['train']} training and {info['qa']['test']} "
-        f"held-out questions (CRAWLQA + E2HQA); {k} runs per question at temperature "
-        f"{report['config']['eval']['temperature']}."),
+        (f"Synthetic web of {info['web']['pages']} pages; {info['qa']['train']} training questions and "
+        f"{info['qa'][split]} held-out questions of the {split} split (CRAWLQA + E2HQA); {k} runs per question at "
+        f"temperature {report['config']['eval']['temperature']}."),
         "",
-        "## Held-out results",
+        f"## Held-out results ({split} split)",
         "",
         *rows,
         "",

@@ -84,11 +84,12 @@ def rl_stage(cfg: DemoConfig, sft: Path, web: Path, qa: Path, out: Path) -> Path
     rl_cfg = RLConfig(
         algo=node, model=str(sft), out=str(out),
         env=EnvSection(web=str(web), **e.tool_kwargs()),
-        tasks=TaskSection(train=str(qa / "train.jsonl"), test=str(qa / "test.jsonl")),
+        tasks=TaskSection(train=str(qa / "train.jsonl"), test=str(qa / "val.jsonl")),  # never the test split
         rollout=RolloutSection(max_turns=e.max_turns, max_new_tokens=e.max_new_tokens,
                                max_context_tokens=e.max_context_tokens, temperature=r.temperature,
                                prompt_style=e.prompt_style),
-        steps=r.steps, prompts_per_step=r.prompts_per_step, group_size=r.group_size,
+        steps=r.steps, prompts_per_step=r.prompts_per_step, group_size=r.group_size, filter_on=r.filter_on,
+        oversample=r.oversample,
         mini_batch_prompts=r.mini_batch_prompts, micro_batch_size=r.micro_batch_size, lr=r.lr,
         eval_every=0, seed=cfg.model.seed, wandb_mode=cfg.wandb_mode, save_every=0, keep_checkpoints=1,
     )

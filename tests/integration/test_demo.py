@@ -12,7 +12,7 @@ from webdancer.cli import main
 
 SMALL = [
     "web.pages=300", "qa.crawl_pages=300", "qa.n_crawlqa_train=16", "qa.n_e2hqa_train=8", "qa.n_crawlqa_test=4",
-    "qa.n_e2hqa_test=2", "model.pretrain_steps=3", "model.pretrain_batch_size=4", "model.hidden_size=128",
+    "qa.n_e2hqa_test=2", "qa.n_crawlqa_val=2", "qa.n_e2hqa_val=1", "model.pretrain_steps=3", "model.pretrain_batch_size=4", "model.hidden_size=128",
     "model.num_layers=2", "model.vocab_size=1024", "sft.steps=2", "sft.batch_size=4",
     "sft.warmup_first_turns_steps=2", "sft.warmup_batch_size=4", "rl.steps=1",
     "rl.prompts_per_step=2", "rl.group_size=2", "rl.mini_batch_prompts=2", "rl.micro_batch_size=4",
@@ -38,7 +38,8 @@ def test_demo_writes_the_report_for_base_sft_and_rl(demo_run: Path) -> None:
         assert r["n_questions"] == 6
         assert len(r["pass_at_1_per_run"]) == 2
     assert set(report["timings_s"]) == {"web", "qa", "trajectories", "model", "sft", "rl", "eval"}
-    assert report["info"]["qa"] == {"train": 24, "test": 6}
+    assert report["info"]["qa"] == {"train": 24, "val": 3, "test": 6}
+    assert report["split"] == "test"
     filt = report["info"]["trajectories"]["filter"]
     assert filt["input"] == 24 and 0 < filt["quality"] <= filt["input"]
     first_turns = [json.loads(line)["messages"] for line in (demo_run / "data" / "first_turns.jsonl").open()]
@@ -52,7 +53,7 @@ def test_demo_writes_the_report_for_base_sft_and_rl(demo_run: Path) -> None:
         assert (demo_run / png).stat().st_size > 1000, png
     # every model is a plain HF directory, each evaluation has its own eval report
     for name in ("base", "sft", "rl"):
-        assert (demo_run / "eval" / name / "report.json").exists()
+        assert (demo_run / "eval" / "test" / name / "report.json").exists()
     assert (demo_run / "rl" / "final" / "config.json").exists()
 
 
@@ -61,7 +62,8 @@ def test_held_out_questions_never_appear_in_training(demo_run: Path) -> None:
         lines = (demo_run / "qa" / f"{split}.jsonl").read_text().splitlines()
         return {json.loads(line)["question"] for line in lines}
 
-    assert not questions("train") & questions("test")
+    train, val, test = questions("train"), questions("val"), questions("test")
+    assert len(val) == 3 and not train & test and not train & val and not val & test
 
 
 def test_resume_reuses_finished_stages(demo_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,6 +73,21 @@ def test_resume_reuses_finished_stages(demo_run: Path, capsys: pytest.CaptureFix
     printed = capsys.readouterr().out
     assert "rl: reusing" in printed and "[7/7] eval done" in printed
     assert (demo_run / "rl" / "final" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_eval_on_the_validation_split(demo_run: Path) -> None:
+    main(["demo", f"out={demo_run}", f"hydra.run.dir={demo_run.parent / 'hydra3'}", "resume=true",
+          "rerun_from=eval", "eval.split=val", "eval.runs=1", *[a for a in SMALL if not a.startswith("eval.runs")]])
+    report = json.loads((demo_run / "report.json").read_text())
+    assert report["split"] == "val" and report["rl"]["n_questions"] == 3
+    assert "(val split)" in (demo_run / "report.md").read_text()
+
+
+def test_unknown_split_is_named() -> None:
+    from webdancer.conf.demo import DemoConfig, DemoEval
+
+    with pytest.raises(ValueError, match="eval.split='dev' is not a split"):
+        DemoConfig(eval=DemoEval(split="dev"))
 
 
 def test_unknown_stage_is_named() -> None:

@@ -40,11 +40,17 @@ class DemoEnv:
 
 @dataclass
 class DemoQA:
-    """CRAWLQA (single page + multi-hop) and E2HQA tasks; test questions never appear in train."""
+    """CRAWLQA (single page + multi-hop) and E2HQA tasks; test questions never appear in train.
+
+    The validation split is held out of the training questions (never trained on): tune on
+    it with ``eval.split=val`` and keep the test split for the final figures.
+    """
 
     crawl_pages: int = 2000
     n_crawlqa_train: int = 3000
     n_e2hqa_train: int = 800
+    n_crawlqa_val: int = 40
+    n_e2hqa_val: int = 20
     n_crawlqa_test: int = 40
     n_e2hqa_test: int = 20
     crawlqa_hops_high: int = 2
@@ -85,9 +91,11 @@ class DemoSFT:
 class DemoRL:
     algo: str = "dapo"
     algo_options: dict[str, Any] = field(default_factory=dict)
-    steps: int = 16
+    steps: int = 10
     prompts_per_step: int = 8
     group_size: int = 8
+    filter_on: str = "accuracy"  # dynamic sampling keeps groups with some but not all answers right
+    oversample: float = 2.0  # prompts rolled out per dynamic-sampling round / prompts still missing
     mini_batch_prompts: int = 8
     micro_batch_size: int = 16
     lr: float = 1e-4
@@ -96,6 +104,7 @@ class DemoRL:
 
 @dataclass
 class DemoEval:
+    split: str = "test"  # "val" while tuning; "test" for the figures you report
     runs: int = 3
     temperature: float = 0.6  # WebDancer's evaluation sampling (see REFERENCES: 0.6, top-p 0.95)
     top_p: float = 0.95
@@ -123,5 +132,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.rerun_from is not None and self.rerun_from not in STAGES:
             raise ValueError(f"rerun_from={self.rerun_from!r} is not a stage; use one of: {', '.join(STAGES)}.")
+        if self.eval.split not in ("val", "test"):
+            raise ValueError(f"eval.split={self.eval.split!r} is not a split; use 'val' (tuning) or 'test'.")
         if self.eval.runs < 1:
             raise ValueError(f"eval.runs={self.eval.runs} must be at least 1.")
