@@ -118,11 +118,12 @@ def site_corpus(web: Path, visit_mode: str = "passages", limit: int | None = Non
             if limit is not None and i >= limit:
                 return
             r = render_page(page.body, page.url)
+            links = "\n".join(link.line() for link in r.links)
             if visit_mode == "facts":
-                page_text = visit_text(r, None, "\nEvidence:\n" + "\n".join(evidence_units(r.passages)), [])
-                yield page_text + "\n\nLinks:\n" + "\n".join(link.line() for link in r.links)
+                evidence = "\nEvidence:\n" + "\n".join(evidence_units(r.passages))
+                yield visit_text(r, None, evidence, []) + "\n\nLinks:\n" + links
             else:
-                yield r.text + "\n" + "\n".join(link.line() for link in r.links)
+                yield r.text + "\n" + links
 
 
 def evaluate_model(cfg: DemoConfig, name: str, model_dir: Path, web: Path, tasks: list[Task],

@@ -124,6 +124,11 @@ def fit_overlong_cache(algo_cfg: Any, cfg: RLConfig) -> Any:
 
 
 # ----------------------------------------------------------------------------- metrics
+def answer_scores(trajs: list[Trajectory], answer_key: str) -> list[float]:
+    """Each trajectory's answer term (1.0 right, 0.0 wrong for a rule): its accuracy."""
+    return [t.reward_breakdown.get(answer_key, 0.0) for t in trajs]
+
+
 def rollout_metrics(trajs: list[Trajectory], answer_key: str) -> dict[str, float]:
     if not trajs:
         return {}
@@ -132,7 +137,7 @@ def rollout_metrics(trajs: list[Trajectory], answer_key: str) -> dict[str, float
     return {
         "reward/mean": float(rewards.mean()),
         "reward/std": float(rewards.std()),
-        "rollout/accuracy": float(np.mean([t.reward_breakdown.get(answer_key, 0.0) for t in trajs])),
+        "rollout/accuracy": float(np.mean(answer_scores(trajs, answer_key))),
         "rollout/format_score": float(np.mean([t.reward_breakdown.get("format", 0.0) for t in trajs])),
         "rollout/invalid_action_rate": sum(t.invalid_actions for t in trajs) / max(turns, 1),
         "rollout/tool_calls_mean": float(np.mean([t.tool_calls for t in trajs])),
@@ -183,9 +188,8 @@ def filter_signal(trajs: list[Trajectory], cfg: RLConfig, answer_key: str) -> Te
     normalized advantages then pay an early wrong answer (format 0.1) over a search that
     ran out of turns (format 0): the policy learns to give up.
     """
-    if cfg.filter_on == "accuracy":
-        return torch.tensor([t.reward_breakdown.get(answer_key, 0.0) for t in trajs], dtype=torch.float32)
-    return torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+    scores = answer_scores(trajs, answer_key) if cfg.filter_on == "accuracy" else [t.reward for t in trajs]
+    return torch.tensor(scores, dtype=torch.float32)
 
 
 def collect(rollout: Rollout, stream: TaskStream, algo: Any, algo_cfg: Any, cfg: RLConfig,
