@@ -185,9 +185,11 @@ def format_visit(page: RenderedPage, goal: str, ctx: ToolContext) -> str:
     else:
         passages = rank_passages(page.passages, goal, ctx.visit_budget_chars)
         section = "\nEvidence:\n" + ("\n\n".join(passages) if passages else "(the page has no text)")
-    # Links cited in the chosen passages first, so following them stays possible.
-    cited = [link for link in page.links if f"[{link.index}]" in section]
-    rest = [link for link in page.links if link not in cited]
+    # Links cited in the chosen passages first, in the order they are cited: the best
+    # evidence comes first, so with a small max_links its link is the one kept.
+    where = {link.index: section.find(f"[{link.index}]") for link in page.links}
+    cited = sorted((link for link in page.links if where[link.index] >= 0), key=lambda link: where[link.index])
+    rest = [link for link in page.links if where[link.index] < 0]
     return visit_text(page, goal, section, (cited + rest)[: ctx.max_links])
 
 
