@@ -102,9 +102,12 @@ class OracleAgent:
                 think = (f"The page of {names[self.step_index - 1]} should name its "
                          f"{labels[self.step_index - 1].lower()}. I will read it.")
             else:
+                # The question's own words first ("What is the <noun> of ..."): a model copies
+                # them from the question; the page's label after them is then one step away.
                 spec = ATTR_BY_NAME.get((meta.get("entity_type", ""), meta.get("attribute", "")))
-                goal = f"{attr_label} ({spec.noun})" if spec else attr_label
-                think = f"Now I need the {attr_label} of {names[-1]}. I will read its page."
+                noun = spec.noun if spec else attr_label.lower()
+                goal = f"{noun} ({attr_label})"
+                think = f"Now I need the {noun} of {names[-1]}. I will read its page."
             return tool_turn(think, "visit", {"url": [url], "goal": goal})
         value = read_infobox(observation, attr_label)
         if value is None and "entity_type" in meta:
