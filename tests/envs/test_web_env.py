@@ -257,3 +257,40 @@ def test_envs_sharing_a_search_backend_keep_their_own_snippet_length(synthetic_w
     assert lengths[60] < lengths[400]
     assert search.snippet_chars == before  # the shared backend is untouched
     store.close()
+
+
+def test_visit_keeps_the_link_of_the_best_evidence_when_links_are_cut(tmp_path: Path) -> None:
+    from webdancer.envs.tools import ToolContext, format_visit
+    from webdancer.web.render import render_page
+
+    html = ("<html><head><title>Ostoane</title></head><body>"
+            "<p>Ostoane is a city in <a href='/wiki/Mysalune'>Mysalune Reach</a>.</p>"
+            "<table><tr><th>Area</th><td>72 km2</td></tr>"
+            "<tr><th>Twin city</th><td><a href='/wiki/Ostymoor'>Ostymoor Crossing</a></td></tr></table>"
+            "</body></html>")
+    page = render_page(html, "https://w.example/wiki/Ostoane")
+    ctx = ToolContext(store=None, search=None, visit_mode="facts", visit_budget_chars=200,  # type: ignore[arg-type]
+                      max_links=1)
+    obs = format_visit(page, "Twin city", ctx)
+    evidence, links = obs.split("Evidence:\n", 1)[1].split("\n\nLinks:\n")
+    assert evidence.startswith("Twin city: Ostymoor Crossing [2]") and "[1]" in evidence  # both cited, [2] first
+    assert links == "[2] Ostymoor Crossing -> https://w.example/wiki/Ostymoor"
+
+
+def test_oracle_states_its_last_goal_in_the_questions_words(synthetic_web: Path) -> None:
+    tasks = SyntheticTasks(WebDir(synthetic_web).graph(), n=20, hops=(1, 3), split="all")
+    env = WebEnv(synthetic_web, tasks=tasks, visit_mode="facts", visit_budget_chars=200, max_links=1, top_k=1)
+    agent = OracleAgent()
+    for i in range(len(tasks)):
+        obs, _ = env.reset(options={"index": i})
+        agent.reset(tasks[i])
+        goals, done = [], False
+        while not done:
+            action = agent.act(obs)
+            if '"visit"' in action:
+                goals.append(json.loads(action.split("<tool_call>")[1].split("</tool_call>")[0])["arguments"]["goal"])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            done = terminated or truncated
+        noun, label = goals[-1].removesuffix(")").rsplit(" (", 1)
+        assert tasks[i].question.startswith(f"What is the {noun} of ") and noun.islower()
+        assert label == tasks[i].meta["attribute_label"] and reward == pytest.approx(1.0)
