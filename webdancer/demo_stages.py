@@ -61,15 +61,16 @@ def sft_stage(cfg: DemoConfig, base: Path, data: Path, out: Path) -> Path:
     from webdancer.conf.sft import SFTConfig
 
     s = cfg.sft
-    common = {"schedule": "cosine", "weight_decay": 0.0, "pack": True, "seed": cfg.model.seed, "save_every": 0,
+    common = {"schedule": "cosine", "weight_decay": 0.0, "seed": cfg.model.seed, "save_every": 0,
                   "keep_checkpoints": 1, "wandb_mode": cfg.wandb_mode, "truncate": True}
     if s.warmup_first_turns_steps > 0:
         train_sft(SFTConfig(model=str(base), data=[str(data.with_name("first_turns.jsonl"))], out=str(out / "warmup"),
                             lr=s.lr, max_steps=s.warmup_first_turns_steps, batch_size=s.warmup_batch_size,
-                            warmup_steps=s.warmup_steps, max_length=512, **common))
+                            warmup_steps=s.warmup_steps, max_length=512, pack=True, **common))
         base = out / "warmup" / "final"
     train_sft(SFTConfig(model=str(base), data=[str(data)], out=str(out), lr=s.lr, max_steps=s.steps,
-                        batch_size=s.batch_size, micro_batch_tokens=s.micro_batch_tokens,
+                        batch_size=s.batch_size, pack=s.pack, micro_batch_size=s.micro_batch_size,
+                        micro_batch_tokens=s.micro_batch_tokens,
                         warmup_steps=s.warmup_steps, max_length=s.max_length, **common))
     return out / "final"
 

@@ -77,12 +77,16 @@ class DemoModel:
 
 @dataclass
 class DemoSFT:
-    steps: int = 240
+    steps: int = 480
     lr: float = 3e-3
     batch_size: int = 8  # conversations per optimizer step
     warmup_first_turns_steps: int = 0  # steps on first turns only before whole trajectories; 0 skips
     warmup_batch_size: int = 32
-    micro_batch_tokens: int = 0  # tokens per packed forward pass; 0: max_length
+    # On CPU one conversation per forward pass is fastest: a packed row pays attention over
+    # its whole length (a step of 8 demo conversations: 0.84 s packed, 0.51 s unpacked).
+    pack: bool = False
+    micro_batch_size: int = 1  # conversations per padded forward pass (pack=false)
+    micro_batch_tokens: int = 0  # tokens per packed forward pass (pack=true); 0: max_length
     warmup_steps: int = 20
     max_length: int = 1536
 
