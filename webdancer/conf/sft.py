@@ -30,7 +30,10 @@ class SFTConfig:
     lr: float = 5e-6
     weight_decay: float = 0.1
     batch_size: int = 32  # conversations per optimizer step, all processes together
-    pack: bool = True  # lay conversations end to end in rows: no padding
+    # Lay conversations end to end in rows: no padding. On CPU, pack=false with
+    # micro_batch_size=1 was 1.7x faster (attention over a packed row costs its whole
+    # length; see benchmarks/README.md).
+    pack: bool = True
     micro_batch_tokens: int = 0  # tokens per packed forward pass; 0: max_length
     micro_batch_size: int = 4  # conversations per padded forward pass (pack=false)
     pack_attention: str = "position_ids"  # position_ids (any attention, O(T) memory) | mask4d (explicit mask)
