@@ -47,8 +47,8 @@ class DemoQA:
     """
 
     crawl_pages: int = 2000
-    n_crawlqa_train: int = 3000
-    n_e2hqa_train: int = 800
+    n_crawlqa_train: int = 2200
+    n_e2hqa_train: int = 1600  # 3-hop questions: with 800, SFT solved 0.13 of val 3-hop, with 1,600 0.45
     n_crawlqa_val: int = 40
     n_e2hqa_val: int = 20
     n_crawlqa_test: int = 40
