@@ -90,6 +90,20 @@ def test_unknown_split_is_named() -> None:
         DemoConfig(eval=DemoEval(split="dev"))
 
 
+@pytest.mark.parametrize(("rl", "message"), [
+    ({"filter_on": "format"}, "filter_on='format' is not valid"),
+    ({"oversample": 0.5}, "oversample=0.5 must be at least 1.0"),
+    ({"prompts_per_step": 6, "mini_batch_prompts": 4}, "prompts_per_step=6 must be a multiple"),
+    ({"algo_options": {"clip_hi": 0.3}}, "unknown option.s. clip_hi for algorithm 'dapo'"),
+    ({"algo": "dpo"}, "unknown algorithm 'dpo'"),
+])
+def test_a_bad_rl_section_fails_when_the_demo_config_is_read(rl: dict, message: str) -> None:
+    from webdancer.conf.demo import DemoConfig, DemoRL
+
+    with pytest.raises((ValueError, KeyError), match=message):
+        DemoConfig(rl=DemoRL(**rl))
+
+
 def test_unknown_stage_is_named() -> None:
     with pytest.raises(ValueError, match="rerun_from='sfft' is not a stage"):
         from webdancer.demo import Stages

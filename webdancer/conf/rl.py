@@ -15,6 +15,18 @@ from typing import Any
 from omegaconf import MISSING
 
 
+def check_batch_options(filter_on: str, oversample: float, prompts_per_step: int, mini_batch_prompts: int) -> None:
+    """The checks on how a step's batch is drawn, shared by ``webdancer rl`` and the demo's
+    rl section (so a bad value fails when the config is read, not stages later)."""
+    if oversample < 1.0:
+        raise ValueError(f"oversample={oversample} must be at least 1.0 (1.0: no over-generation).")
+    if filter_on not in ("accuracy", "reward"):
+        raise ValueError(f"filter_on={filter_on!r} is not valid; use accuracy or reward.")
+    if prompts_per_step % mini_batch_prompts:
+        raise ValueError(f"prompts_per_step={prompts_per_step} must be a multiple of "
+                         f"mini_batch_prompts={mini_batch_prompts}.")
+
+
 @dataclass
 class EnvSection:
     """The environment the policy browses: a web directory, or the cached synthetic site."""
@@ -107,13 +119,7 @@ class RLConfig:
             raise ValueError(f"rollout_engine={self.rollout_engine!r} is not valid; use hf or vllm.")
         if self.old_logprobs not in ("recompute", "engine"):
             raise ValueError(f"old_logprobs={self.old_logprobs!r} is not valid; use recompute or engine.")
-        if self.oversample < 1.0:
-            raise ValueError(f"oversample={self.oversample} must be at least 1.0 (1.0: no over-generation).")
-        if self.filter_on not in ("accuracy", "reward"):
-            raise ValueError(f"filter_on={self.filter_on!r} is not valid; use accuracy or reward.")
-        if self.prompts_per_step % self.mini_batch_prompts:
-            raise ValueError(f"prompts_per_step={self.prompts_per_step} must be a multiple of "
-                             f"mini_batch_prompts={self.mini_batch_prompts}.")
+        check_batch_options(self.filter_on, self.oversample, self.prompts_per_step, self.mini_batch_prompts)
         if "judge" in self.reward and not self.judge:
             raise ValueError("reward with a judge term needs judge=openai:BASE_URL#MODEL; give the judge model.")
         if "overlong" in self.reward:
