@@ -75,6 +75,17 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, tiny: Path, syn
         assert a[1][key] == pytest.approx(b[1][key], rel=1e-5, abs=1e-7), key
 
 
+def test_engine_logprobs_are_pi_old_at_a_rollout_temperature_below_one(tmp_path: Path, tiny: Path,
+                                                                          synthetic_web: Path) -> None:
+    # One update whose pi_old is the sampler's log-probs at T=0.7: the trainer must score the
+    # same tempered distribution, so the first ratio is 1 (untempered it is far from 1).
+    out = _rl(tmp_path, tiny, synthetic_web, "t07", "steps=1", "mini_batch_prompts=2", "old_logprobs=engine",
+              "rollout.temperature=0.7", "algo.dynamic_sampling=false")
+    row = _metrics(out)[0]
+    assert row["actor/approx_kl"] < 1e-6
+    assert row["actor/ratio_max"] == pytest.approx(1.0, abs=1e-3)
+
+
 @pytest.mark.parametrize("algo", ["grpo", "dr_grpo", "gspo"])
 def test_algorithm_swap_by_override(tmp_path: Path, tiny: Path, synthetic_web: Path, algo: str) -> None:
     out = _rl(tmp_path, tiny, synthetic_web, algo, f"algo={algo}", "steps=1", "algo.dynamic_sampling=false")

@@ -327,3 +327,21 @@ def test_empty_prompt_is_an_error(engine: HFEngine) -> None:
 def test_from_pretrained_names_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="make-tiny"):
         HFEngine.from_pretrained(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("temperature", [0.6, 1.0])
+def test_the_trainers_logprobs_are_those_of_the_rollout_temperature(
+    engine: HFEngine, prompts: list[list[int]], temperature: float
+) -> None:
+    from webdancer.algos.rl_batch import token_logprobs
+
+    params = SamplingParams(max_new_tokens=12, temperature=temperature, top_p=1.0, stop=(), seed=3)
+    gen = engine.generate(prompts[:1], params)[0]
+    ids = torch.tensor([prompts[0] + gen.token_ids])
+    with torch.inference_mode():
+        logp, _ = token_logprobs(engine.model, ids, torch.ones_like(ids), temperature=temperature)
+        untempered, _ = token_logprobs(engine.model, ids, torch.ones_like(ids))
+    generated = slice(len(prompts[0]), ids.shape[1])
+    assert logp[0, generated].tolist() == pytest.approx(gen.logprobs, abs=1e-4)
+    if temperature != 1.0:  # the untempered log-probs are not the sampler's: a ratio off 1 from the start
+        assert untempered[0, generated].tolist() != pytest.approx(gen.logprobs, abs=1e-2)

@@ -352,11 +352,13 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
     # update, that is the update's own forward pass, so no extra pass is needed.
     old_from_update = (cfg.old_logprobs == "recompute" and cfg.epochs == 1 and len(samples) <= per_update
                        and not dropout)
+    temperature = cfg.rollout.temperature  # the loss's log-probs are those of the sampling distribution
     if cfg.old_logprobs == "recompute" and not old_from_update:
-        recompute_logprobs(policy, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size)
+        recompute_logprobs(policy, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size,
+                           temperature=temperature)
     if ref_model is not None:
         recompute_logprobs(ref_model, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size,
-                           field="ref_logp")
+                           field="ref_logp", temperature=temperature)
     sums: dict[str, float] = {}
     n_updates = 0
     rng = random.Random(cfg.seed + len(trajs))
@@ -368,7 +370,7 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
         for i in range(0, len(flat), per_update):
             m = update_step(model, optimizer, scheduler, accelerator, algo, algo_cfg, flat[i: i + per_update],
                             pad_id=pad_id, micro_batch_size=cfg.micro_batch_size, grad_clip=cfg.grad_clip,
-                            old_from_this_pass=old_from_update)
+                            old_from_this_pass=old_from_update, temperature=temperature)
             n_updates += 1
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v

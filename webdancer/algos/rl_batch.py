@@ -66,10 +66,17 @@ def collate(samples: Sequence[Sample], pad_id: int, device: torch.device | str =
     return PolicyBatch(to(ids), to(attn), to(mask), to(adv), to(old), to(ref))
 
 
-def token_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, *,
-                   with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
-    """-> (logp (B, T), entropy (B, T) or None) of each token under ``model``."""
+def token_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, *, with_entropy: bool = False,
+                   temperature: float = 1.0) -> tuple[Tensor, Tensor | None]:
+    """-> (logp (B, T), entropy (B, T) or None) of each token under ``model``.
+
+    ``temperature``: the rollout's, so that the loss differentiates the distribution the
+    tokens were sampled from, softmax(logits / T), and its log-probs equal the engine's
+    (as verl's actor does); 0 (greedy rollouts) counts as 1.
+    """
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # (B, T-1, V)
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, input_ids[:, 1:, None])[..., 0]  # (B, T-1)
     logp = torch.nn.functional.pad(logp, (1, 0))
@@ -82,26 +89,28 @@ def token_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, *,
 
 @torch.no_grad()
 def recompute_logprobs(model: Any, samples: Sequence[Sample], *, pad_id: int, micro_batch_size: int,
-                       field: str = "old_logp") -> None:
-    """Fill ``sample.<field>`` with ``model``'s log-probs (PPO's pi_old, or the reference)."""
+                       field: str = "old_logp", temperature: float = 1.0) -> None:
+    """Fill ``sample.<field>`` with ``model``'s log-probs (PPO's pi_old, or the reference)
+    at the rollout ``temperature``."""
     device = next(model.parameters()).device
     ordered = sorted(samples, key=lambda s: len(s.ids))  # similar lengths pad little
     for i in range(0, len(ordered), micro_batch_size):
         chunk = ordered[i: i + micro_batch_size]
         batch = collate([Sample(s.ids, s.loss_mask, 0.0) for s in chunk], pad_id, device)
-        logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask)
+        logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, temperature=temperature)
         for s, row in zip(chunk, logp.cpu()):
             setattr(s, field, row[: len(s.ids)].tolist())
 
 
 def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, algo: Algorithm, algo_cfg: Any,
                 samples: Sequence[Sample], *, pad_id: int, micro_batch_size: int, grad_clip: float,
-                old_from_this_pass: bool = False) -> dict[str, float]:
+                old_from_this_pass: bool = False, temperature: float = 1.0) -> dict[str, float]:
     """One optimizer step over ``samples`` (this process's share of a mini-batch).
 
     ``old_from_this_pass``: pi_old is this step's own forward pass (detached) instead of
     the samples' ``old_logp``; exact when the step is the batch's only update (one
     mini-batch, one epoch, no dropout), and it saves the separate pi_old pass.
+    ``temperature``: the rollout's (see ``token_logprobs``).
 
     The loss is scaled so that summing micro-batches and averaging gradients over
     processes gives the algorithm's aggregation over the whole step
@@ -120,7 +129,8 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
         last = k == len(batches) - 1
         ctx = nullcontext() if last or accelerator.num_processes == 1 else accelerator.no_sync(model)
         with ctx:
-            logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, with_entropy=True)
+            logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, with_entropy=True,
+                                           temperature=temperature)
             old_logp = logp.detach() if old_from_this_pass else batch.old_logp
             assert old_logp is not None, "old log-probs must be filled before the update"
             loss, metrics = algo.policy_loss(logp, old_logp, batch.advantages, batch.loss_mask, algo_cfg,
@@ -188,10 +198,12 @@ def single_turn_step(model: Any, engine: Engine, optimizer: Any, scheduler: Any,
                               float(adv[k]), old_logp=old))
     t2 = time.perf_counter()
     if samples and old_logprobs == "recompute":
-        recompute_logprobs(model, samples, pad_id=pad_id, micro_batch_size=micro_batch_size)
+        recompute_logprobs(model, samples, pad_id=pad_id, micro_batch_size=micro_batch_size,
+                           temperature=params.temperature)
     t3 = time.perf_counter()
     metrics = update_step(model, optimizer, scheduler, accelerator, algo, algo_cfg, samples, pad_id=pad_id,
-                          micro_batch_size=micro_batch_size, grad_clip=grad_clip) if samples else {}
+                          micro_batch_size=micro_batch_size, grad_clip=grad_clip,
+                          temperature=params.temperature) if samples else {}
     t4 = time.perf_counter()
     metrics.update({"reward/mean": float(rewards.mean()), "filter/kept_sample_ratio": len(samples) / len(gens),
                     "perf/generated_tokens": float(lengths.sum()), "perf/generate_s": t1 - t0,
