@@ -42,8 +42,19 @@ def _bars_by_hops(report: dict[str, Any], out_png: Path) -> None:
     plt.close(fig)
 
 
+def compare(report: dict[str, Any], new: str, old: str) -> dict[str, Any]:
+    """``new`` against ``old`` on Pass@1: the gain, the run-to-run spread (the wider range of
+    either model's per-run Pass@1) and whether the gain exceeds it."""
+    delta = report[new]["pass_at_1"] - report[old]["pass_at_1"]
+    spread = max(max(runs) - min(runs) for runs in (report[m]["pass_at_1_per_run"] for m in (new, old)))
+    invalid = report[new]["invalid_action_rate"] - report[old]["invalid_action_rate"]
+    return {"pass_at_1_gain": delta, "run_spread": spread, "beyond_spread": delta > spread,
+            "invalid_action_rate_change": invalid}
+
+
 def write_report(report: dict[str, Any], out: Path) -> None:
     out = Path(out)
+    report["comparisons"] = {f"{new}_vs_{old}": compare(report, new, old) for new, old in (("sft", "base"), ("rl", "sft"))}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     k = report["config"]["eval"]["runs"]
     rows = [
@@ -56,6 +67,11 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         per_run = ", ".join(_fmt(x) for x in r["pass_at_1_per_run"])
         rows.append(f"| {name} | {_fmt(r['pass_at_1'])} | {per_run} | {_fmt(r[f'pass_at_{k}'])} | "
                     f"{_fmt(r[f'cons_at_{k}'])} | {_fmt(r['invalid_action_rate'])} | {_fmt(r['tool_calls_mean'])} |")
+    gain_rows = ["| comparison | Pass@1 gain | run-to-run spread | gain beyond the spread | invalid-action rate change |",
+                 "|---|---|---|---|---|"]
+    for key, c in report["comparisons"].items():
+        gain_rows.append(f"| {key.replace('_vs_', ' vs ')} | {c['pass_at_1_gain']:+.3f} | {c['run_spread']:.3f} | "
+                         f"{'yes' if c['beyond_spread'] else 'no'} | {c['invalid_action_rate_change']:+.3f} |")
     hop_keys = [g for g in report["rl"]["by_hops"] if g != "overall"]
     hop_rows = ["| model | " + " | ".join(hop_keys) + " |", "|---|" + "---|" * len(hop_keys)]
     for name in MODELS:
@@ -75,6 +91,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         f"## Held-out results ({split} split)",
         "",
         *rows,
+        "",
+        *gain_rows,
         "",
         "## Pass@1 by hop count",
         "",

@@ -49,6 +49,9 @@ def test_demo_writes_the_report_for_base_sft_and_rl(demo_run: Path) -> None:
     assert (demo_run / "sft" / "warmup" / "final" / "config.json").exists()
     md = (demo_run / "report.md").read_text()
     assert "| rl |" in md and "Pass@1" in md
+    gain = report["comparisons"]["rl_vs_sft"]
+    assert gain["pass_at_1_gain"] == pytest.approx(report["rl"]["pass_at_1"] - report["sft"]["pass_at_1"])
+    assert "| rl vs sft |" in md and "| sft vs base |" in md
     for png in ("accuracy_by_hops.png", "rl_curves.png", "sft_curves.png"):
         assert (demo_run / png).stat().st_size > 1000, png
     # every model is a plain HF directory, each evaluation has its own eval report
@@ -81,6 +84,18 @@ def test_eval_on_the_validation_split(demo_run: Path) -> None:
     report = json.loads((demo_run / "report.json").read_text())
     assert report["split"] == "val" and report["rl"]["n_questions"] == 3
     assert "(val split)" in (demo_run / "report.md").read_text()
+
+
+def test_a_gain_counts_only_beyond_the_run_to_run_spread() -> None:
+    from webdancer.demo_report import compare
+
+    report = {"sft": {"pass_at_1": 0.5, "pass_at_1_per_run": [0.45, 0.5, 0.55], "invalid_action_rate": 0.2},
+              "rl": {"pass_at_1": 0.58, "pass_at_1_per_run": [0.56, 0.58, 0.6], "invalid_action_rate": 0.05}}
+    c = compare(report, "rl", "sft")
+    assert c["pass_at_1_gain"] == pytest.approx(0.08) and c["run_spread"] == pytest.approx(0.1)
+    assert not c["beyond_spread"] and c["invalid_action_rate_change"] == pytest.approx(-0.15)
+    report["rl"].update(pass_at_1=0.7, pass_at_1_per_run=[0.68, 0.7, 0.72])
+    assert compare(report, "rl", "sft")["beyond_spread"]
 
 
 def test_unknown_split_is_named() -> None:
