@@ -1,8 +1,10 @@
-"""Run under `accelerate launch --num_processes N --cpu`: one policy-gradient step on a
-fixed batch split across processes; rank 0 writes the gradients to argv[2]."""
+"""Run under `accelerate launch` (two processes: `--config_file webdancer/conf/accelerate/cpu_2proc.yaml`): one policy-gradient step on a
+fixed batch split across processes; rank 0 writes the gradients to argv[2], and the RL
+loop's checkpoint state for per-rank stream positions to argv[2] + ".state.json"."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import torch
@@ -11,6 +13,7 @@ from grad_capture import CaptureGrads, NoSchedule
 from transformers import AutoModelForCausalLM
 
 from webdancer.algos import ALGORITHMS
+from webdancer.algos.rl import loop_state
 from webdancer.algos.rl_batch import Sample, recompute_logprobs, update_step
 
 
@@ -41,8 +44,12 @@ def main() -> None:
     mine = samples[accelerator.process_index:: accelerator.num_processes]
     update_step(model, capture, NoSchedule(), accelerator, algo, algo.make_config({}), mine, pad_id=0,
                 micro_batch_size=2, grad_clip=1e9)
+    rank = accelerator.process_index
+    state = loop_state(accelerator, 7 + rank, 40 + 3 * rank)  # ranks that drew different prompt counts
     if accelerator.is_main_process:
         torch.save(capture.grads, out)
+        with open(out + ".state.json", "w") as f:
+            json.dump({**state, "world": accelerator.num_processes}, f)
     accelerator.wait_for_everyone()
 
 

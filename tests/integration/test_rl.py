@@ -103,16 +103,21 @@ def test_unknown_algorithm_option_is_a_clear_error(tmp_path: Path, tiny: Path, s
     assert "nonsense" in err and "DAPO" in err
 
 
-def test_two_processes_give_single_process_gradients(tmp_path: Path, tiny: Path) -> None:
+def test_two_processes_give_single_process_gradients_and_keep_their_stream_positions(tmp_path: Path, tiny: Path) -> None:
     script = Path(__file__).with_name("rl_ddp_script.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no"]
+    two_procs = Path(__file__).resolve().parents[2] / "webdancer" / "conf" / "accelerate" / "cpu_2proc.yaml"
+    launch = {1: [sys.executable, str(script)],  # torchrun with gloo on the CPU; `--cpu` alone starts one process
+              2: [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(two_procs), str(script)]}
     for n in (1, 2):
-        result = subprocess.run([*launcher, "--num_processes", str(n), str(script), str(tiny),
-                                 str(tmp_path / f"grads{n}.pt")], env=env, capture_output=True, text=True, timeout=300,
-                                check=False)
+        result = subprocess.run([*launch[n], str(tiny), str(tmp_path / f"grads{n}.pt")], env=env,
+                                capture_output=True, text=True, timeout=300, check=False)
         assert result.returncode == 0, result.stderr[-3000:]
+    for n in (1, 2):  # a checkpoint keeps every process's place in its task stream
+        state = json.loads((tmp_path / f"grads{n}.pt.state.json").read_text())
+        assert state["world"] == n, "accelerate started the wrong number of processes"
+        assert state["ranks"] == [[7, 40], [8, 43]][:n]
+        assert (state["group_counter"], state["position"]) == (7, 40)
     one, two = torch.load(tmp_path / "grads1.pt"), torch.load(tmp_path / "grads2.pt")
     assert one.keys() == two.keys() and one
     for name in one:

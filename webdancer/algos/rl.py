@@ -294,6 +294,9 @@ def train_rl(cfg: RLConfig) -> Path:
     if ckpt is not None:
         state = load_checkpoint(ckpt, model=policy, optimizer=optimizer, scheduler=scheduler)
         start, group_counter, position = state["step"], state["group_counter"], state["position"]
+        ranks = state.get("ranks") or []
+        if len(ranks) == world:  # each process goes on from its own place in its task stream
+            group_counter, position = ranks[rank]
         log.info("resumed from %s at step %d", ckpt, start)
     stream = TaskStream(train_tasks[rank::world], cfg.seed, position)
     logger = RunLogger(run_dir, config=dataclasses.asdict(cfg), wandb_mode=cfg.wandb_mode, resume_step=start if ckpt else None)
@@ -328,10 +331,10 @@ def train_rl(cfg: RLConfig) -> Path:
             logger.log(step + 1, metrics)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             save_step(run_dir, step + 1, model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
-                      accelerator=accelerator, state={"group_counter": group_counter, "position": stream.position},
+                      accelerator=accelerator, state=loop_state(accelerator, group_counter, stream.position),
                       keep=cfg.keep_checkpoints)
     save_step(run_dir, cfg.steps, model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
-              accelerator=accelerator, state={"group_counter": group_counter, "position": stream.position},
+              accelerator=accelerator, state=loop_state(accelerator, group_counter, stream.position),
               keep=cfg.keep_checkpoints)
     save_final(run_dir / "final", model=model, tokenizer=tokenizer, accelerator=accelerator)
     if accelerator.is_main_process:
@@ -340,6 +343,16 @@ def train_rl(cfg: RLConfig) -> Path:
                       "filter/kept_group_ratio", "eval/accuracy"])
     accelerator.wait_for_everyone()
     return run_dir
+
+
+def loop_state(accelerator: Any, group_counter: int, position: int) -> dict[str, Any]:
+    """What a checkpoint needs to go on with the same prompts: the main process's group
+    counter and stream position, and every process's under ``ranks`` (dynamic sampling
+    can draw a different number of prompts on each). Every process calls it."""
+    from accelerate.utils import gather_object
+
+    ranks = gather_object([[group_counter, position]])
+    return {"group_counter": group_counter, "position": position, "ranks": ranks}
 
 
 def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
