@@ -46,6 +46,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/rollout_bench.py --out bench_out/rollout.json
 	$(BIN)/python benchmarks/sft_bench.py --out bench_out/sft.json
 	$(BIN)/python benchmarks/rl_bench.py --out bench_out/rl.json
+	$(BIN)/python benchmarks/logprob_memory.py --out bench_out/logprob_memory.json
 
 clean:
 	rm -rf $(VENV) runs outputs multirun

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -465,3 +466,49 @@ def test_every_algorithm_runs_end_to_end(name: str) -> None:
     assert {"pg_loss", "kl", "clip_frac", "approx_kl", "ratio_mean"} <= set(metrics)
     assert all(v.dim() == 0 and not v.requires_grad for v in metrics.values())
     assert metrics["kl"].item() > 0
+
+
+class _Logits(torch.nn.Module):
+    """A stand-in causal LM: embedding then a vocabulary projection, logits on ``.logits``."""
+
+    def __init__(self, vocab: int = 50, dim: int = 8) -> None:
+        super().__init__()
+        self.emb, self.head = torch.nn.Embedding(vocab, dim), torch.nn.Linear(dim, vocab)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(logits=self.head(torch.tanh(self.emb(input_ids))) * 3.0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_logprobs_and_entropy_equal_the_full_log_softmax(temperature: float) -> None:
+    from webdancer.algos import rl_batch
+
+    torch.manual_seed(0)
+    model, ids = _Logits(), torch.randint(0, 50, (3, 11))
+    logp, entropy = rl_batch.token_logprobs(model, ids, torch.ones_like(ids), with_entropy=True,
+                                            temperature=temperature)
+    (logp.sum()).backward()
+    grad = model.head.weight.grad.clone()
+    model.zero_grad()
+    full = torch.log_softmax(model(ids, None).logits[:, :-1] / temperature, dim=-1)
+    ref = torch.nn.functional.pad(full.gather(-1, ids[:, 1:, None])[..., 0], (1, 0))
+    ref.sum().backward()
+    assert torch.allclose(logp, ref, atol=1e-5) and torch.allclose(grad, model.head.weight.grad, atol=1e-5)
+    ref_entropy = torch.nn.functional.pad(-(full.exp() * full).sum(-1), (1, 0)).detach()
+    assert torch.allclose(entropy, ref_entropy, atol=1e-5)
+    # a chunk of 7 rows at a time (the rows do not divide evenly) gives the same entropy
+    logits = model(ids, None).logits[:, :-1].detach() / temperature
+    chunked = rl_batch._entropy(logits, torch.logsumexp(logits, dim=-1), chunk_elements=7 * 50)
+    assert torch.allclose(chunked, ref_entropy[:, 1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_elements", [2**24, 3 * 7])  # one piece; 3 positions a piece (uneven)
+def test_token_logprob_gradient_passes_gradcheck(chunk_elements: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from webdancer.algos import rl_batch
+    from webdancer.algos.rl_batch import TokenLogProb
+
+    monkeypatch.setattr(rl_batch, "CHUNK_ELEMENTS", chunk_elements)
+
+    logits = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 7, (2, 5))
+    assert torch.autograd.gradcheck(lambda x: TokenLogProb.apply(x, targets)[0], (logits,))

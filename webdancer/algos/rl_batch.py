@@ -12,7 +12,7 @@ comparing the update path against other trainers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -73,18 +73,67 @@ def token_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, *, wit
     ``temperature``: the rollout's, so that the loss differentiates the distribution the
     tokens were sampled from, softmax(logits / T), and its log-probs equal the engine's
     (as verl's actor does); 0 (greedy rollouts) counts as 1.
+
+    Memory: beyond the (B, T, V) float logits, only a few rows of the vocabulary-wide
+    softmax exist at a time, forward and backward (``TokenLogProb``), instead of a full
+    log-softmax, its gradient and the entropy's products (see ``benchmarks/logprob_memory.py``).
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # (B, T-1, V)
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, input_ids[:, 1:, None])[..., 0]  # (B, T-1)
+    logp, lse = TokenLogProb.apply(logits, input_ids[:, 1:])
     logp = torch.nn.functional.pad(logp, (1, 0))
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = torch.nn.functional.pad(-(logp_all.exp() * logp_all).sum(-1), (1, 0))
+    entropy = torch.nn.functional.pad(_entropy(logits.detach(), lse), (1, 0)) if with_entropy else None
     return logp, entropy
+
+
+CHUNK_ELEMENTS = 2**24  # logits per piece of the softmax work (64 MB of float32)
+
+
+def _row_chunks(logits: Tensor, chunk_elements: int | None = None) -> Iterator[tuple[int, slice]]:
+    """(batch row, token slice) pieces of ``logits`` (B, T, V) of at most ``chunk_elements``."""
+    step = max(1, (chunk_elements or CHUNK_ELEMENTS) // max(logits.shape[-1], 1))
+    for b in range(logits.shape[0]):
+        for i in range(0, logits.shape[1], step):
+            yield b, slice(i, i + step)
+
+
+class TokenLogProb(torch.autograd.Function):
+    """log softmax(logits)[target] per position, without a (B, T, V) log-softmax.
+
+    forward: (logits (B, T, V), targets (B, T)) -> (logp (B, T), logsumexp (B, T), not
+    differentiable); backward: d logp / d logits = onehot(target) - softmax, written chunk
+    by chunk into the one gradient tensor autograd needs anyway.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        lse = logits.new_empty(logits.shape[:-1])
+        for b, t in _row_chunks(logits):
+            lse[b, t] = torch.logsumexp(logits[b, t], dim=-1)
+        logp = logits.gather(-1, targets[..., None])[..., 0] - lse
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.mark_non_differentiable(lse)
+        return logp, lse
+
+    @staticmethod
+    def backward(ctx: Any, grad_logp: Tensor, _grad_lse: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        logits, targets, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for b, t in _row_chunks(logits):
+            grad[b, t] = (logits[b, t] - lse[b, t, None]).exp_().mul_(-grad_logp[b, t, None])
+        grad.scatter_add_(-1, targets[..., None], grad_logp[..., None].to(grad.dtype))
+        return grad, None
+
+
+@torch.no_grad()
+def _entropy(logits: Tensor, lse: Tensor, chunk_elements: int | None = None) -> Tensor:
+    """-Σ p log p per position of ``logits`` (B, T, V), given their logsumexp, a few rows at a time."""
+    out = torch.empty_like(lse)
+    for b, t in _row_chunks(logits, chunk_elements):
+        logp = logits[b, t] - lse[b, t, None]
+        out[b, t] = -(logp.exp() * logp).sum(-1)
+    return out
 
 
 @torch.no_grad()
