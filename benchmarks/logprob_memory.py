@@ -9,10 +9,11 @@ the CPU. Two ways:
 
 * ``full_log_softmax``: log_softmax over the vocabulary, gather, and the entropy from the
   log-softmax tensor in one expression (what ``rl_batch.token_logprobs`` did before);
-* ``ours``: ``rl_batch.token_logprobs`` (logit minus logsumexp, entropy in row chunks).
+* ``ours``: ``rl_batch.token_logprobs`` (``TokenLogProb``: logsumexp, entropy and the softmax
+  gradient in pieces of rows).
 
-Each runs in its own process (peak RSS is per process: ``ru_maxrss``), after one warm-up;
-reported: peak RSS above the process's RSS before the step, seconds per step, and the
+Each runs in its own process after one warm-up step; reported: the peak RSS of the measured
+step (``VmHWM``, reset after the warm-up) above the RSS before it, seconds per step, and the
 (B, T, V) float32 tensor size for scale. The two must give the same log-probs, gradients
 and entropy (checked in ``tests/unit/test_algos.py``).
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -58,9 +58,16 @@ def ours(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tuple
     return logp, entropy
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def status_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, in MB."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM to the current RSS (Linux)
+        f.write("5")
 
 
 def child(variant: str, vocab: int, tokens: int) -> dict[str, float]:
@@ -71,13 +78,13 @@ def child(variant: str, vocab: int, tokens: int) -> dict[str, float]:
     fn = {"full_log_softmax": full_log_softmax, "ours": ours}[variant]
     fn(model, ids, torch.ones_like(ids))[0].sum().backward()  # warm-up: allocator, kernels, grads
     model.zero_grad(set_to_none=False)
-    base = rss_mb()
+    reset_peak()  # the warm-up's peak must not count
+    base = status_mb("VmRSS")
     t0 = time.perf_counter()
     logp, _ = fn(model, ids, torch.ones_like(ids))
     logp.sum().backward()
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_above_start_mb": peak - base, "seconds": seconds}
+    return {"peak_above_start_mb": status_mb("VmHWM") - base, "seconds": seconds}
 
 
 def main() -> None:

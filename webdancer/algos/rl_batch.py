@@ -81,18 +81,17 @@ def token_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, *, wit
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # (B, T-1, V)
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
-    logp, lse = TokenLogProb.apply(logits, input_ids[:, 1:])
+    logp, entropy = TokenLogProb.apply(logits, input_ids[:, 1:], with_entropy)
     logp = torch.nn.functional.pad(logp, (1, 0))
-    entropy = torch.nn.functional.pad(_entropy(logits.detach(), lse), (1, 0)) if with_entropy else None
-    return logp, entropy
+    return logp, torch.nn.functional.pad(entropy, (1, 0)) if with_entropy else None
 
 
 CHUNK_ELEMENTS = 2**24  # logits per piece of the softmax work (64 MB of float32)
 
 
-def _row_chunks(logits: Tensor, chunk_elements: int | None = None) -> Iterator[tuple[int, slice]]:
-    """(batch row, token slice) pieces of ``logits`` (B, T, V) of at most ``chunk_elements``."""
-    step = max(1, (chunk_elements or CHUNK_ELEMENTS) // max(logits.shape[-1], 1))
+def _row_chunks(logits: Tensor) -> Iterator[tuple[int, slice]]:
+    """(batch row, token slice) pieces of ``logits`` (B, T, V) of at most ``CHUNK_ELEMENTS``."""
+    step = max(1, CHUNK_ELEMENTS // max(logits.shape[-1], 1))
     for b in range(logits.shape[0]):
         for i in range(0, logits.shape[1], step):
             yield b, slice(i, i + step)
@@ -101,39 +100,39 @@ def _row_chunks(logits: Tensor, chunk_elements: int | None = None) -> Iterator[t
 class TokenLogProb(torch.autograd.Function):
     """log softmax(logits)[target] per position, without a (B, T, V) log-softmax.
 
-    forward: (logits (B, T, V), targets (B, T)) -> (logp (B, T), logsumexp (B, T), not
-    differentiable); backward: d logp / d logits = onehot(target) - softmax, written chunk
-    by chunk into the one gradient tensor autograd needs anyway.
+    forward: (logits (B, T, V), targets (B, T), with_entropy) -> (logp (B, T), entropy (B, T),
+    not differentiable; empty without ``with_entropy``), both from one exp per logit, piece by
+    piece; backward: d logp / d logits = onehot(target) - softmax, written piece by piece into
+    the one gradient tensor autograd needs anyway.
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def forward(ctx: Any, logits: Tensor, targets: Tensor,  # type: ignore[override]
+                with_entropy: bool) -> tuple[Tensor, Tensor]:
         lse = logits.new_empty(logits.shape[:-1])
-        for b, t in _row_chunks(logits):
-            lse[b, t] = torch.logsumexp(logits[b, t], dim=-1)
+        entropy = logits.new_empty(logits.shape[:-1] if with_entropy else (0,))
+        with torch.no_grad():
+            for b, t in _row_chunks(logits):
+                x = logits[b, t]
+                top = x.amax(-1, keepdim=True)
+                e = (x - top).exp_()
+                total = e.sum(-1)
+                lse[b, t] = top[:, 0] + total.log()
+                if with_entropy:  # H = lse - Σ softmax · logit
+                    entropy[b, t] = lse[b, t] - (e * x).sum(-1) / total
         logp = logits.gather(-1, targets[..., None])[..., 0] - lse
         ctx.save_for_backward(logits, targets, lse)
-        ctx.mark_non_differentiable(lse)
-        return logp, lse
+        ctx.mark_non_differentiable(entropy)
+        return logp, entropy
 
     @staticmethod
-    def backward(ctx: Any, grad_logp: Tensor, _grad_lse: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_logp: Tensor, _grad_entropy: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         logits, targets, lse = ctx.saved_tensors
         grad = torch.empty_like(logits)
         for b, t in _row_chunks(logits):
             grad[b, t] = (logits[b, t] - lse[b, t, None]).exp_().mul_(-grad_logp[b, t, None])
         grad.scatter_add_(-1, targets[..., None], grad_logp[..., None].to(grad.dtype))
-        return grad, None
-
-
-@torch.no_grad()
-def _entropy(logits: Tensor, lse: Tensor, chunk_elements: int | None = None) -> Tensor:
-    """-Σ p log p per position of ``logits`` (B, T, V), given their logsumexp, a few rows at a time."""
-    out = torch.empty_like(lse)
-    for b, t in _row_chunks(logits, chunk_elements):
-        logp = logits[b, t] - lse[b, t, None]
-        out[b, t] = -(logp.exp() * logp).sum(-1)
-    return out
+        return grad, None, None
 
 
 @torch.no_grad()

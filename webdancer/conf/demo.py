@@ -140,10 +140,10 @@ class DemoConfig:
             raise ValueError(f"rerun_from={self.rerun_from!r} is not a stage; use one of: {', '.join(STAGES)}.")
         if self.eval.split not in ("val", "test"):
             raise ValueError(f"eval.split={self.eval.split!r} is not a split; use 'val' (tuning) or 'test'.")
+        if self.eval.runs < 1:
+            raise ValueError(f"eval.runs={self.eval.runs} must be at least 1.")
         from webdancer.algos import ALGORITHMS
 
         r = self.rl  # checked here, so a bad value fails before the stages before rl have run
         check_batch_options(r.filter_on, r.oversample, r.prompts_per_step, r.mini_batch_prompts)
         ALGORITHMS.get(r.algo).make_config(r.algo_options)
-        if self.eval.runs < 1:
-            raise ValueError(f"eval.runs={self.eval.runs} must be at least 1.")
