@@ -247,7 +247,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     results = stages.run("eval", evaluate_all)
     report = {**results, "timings_s": stages.timings, "info": info, "config": asdict(cfg)}
-    write_report(report, out)
+    report = write_report(report, out)
     print(f"report -> {out / 'report.md'}")
     return report
 

@@ -52,9 +52,11 @@ def compare(report: dict[str, Any], new: str, old: str) -> dict[str, Any]:
             "invalid_action_rate_change": invalid}
 
 
-def write_report(report: dict[str, Any], out: Path) -> None:
+def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Write ``report.json`` and ``report.md``; -> the report with its ``comparisons`` added."""
     out = Path(out)
-    report["comparisons"] = {f"{new}_vs_{old}": compare(report, new, old) for new, old in (("sft", "base"), ("rl", "sft"))}
+    comparisons = {f"{new}_vs_{old}": compare(report, new, old) for new, old in (("sft", "base"), ("rl", "sft"))}
+    report = {**report, "comparisons": comparisons}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     k = report["config"]["eval"]["runs"]
     rows = [
@@ -123,3 +125,4 @@ def write_report(report: dict[str, Any], out: Path) -> None:
                       "actor/entropy", "filter/kept_group_ratio"])
     if read_metrics(out / "sft" / "metrics.jsonl"):
         plot_metrics(out / "sft" / "metrics.jsonl", out / "sft_curves.png", ["sft/loss", "sft/lr"])
+    return report

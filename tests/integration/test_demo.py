@@ -111,6 +111,7 @@ def test_unknown_split_is_named() -> None:
     ({"prompts_per_step": 6, "mini_batch_prompts": 4}, "prompts_per_step=6 must be a multiple"),
     ({"algo_options": {"clip_hi": 0.3}}, "unknown option.s. clip_hi for algorithm 'dapo'"),
     ({"algo": "dpo"}, "unknown algorithm 'dpo'"),
+    ({"after_invalid": "drop"}, "after_invalid='drop' is not valid"),
 ])
 def test_a_bad_rl_section_fails_when_the_demo_config_is_read(rl: dict, message: str) -> None:
     from webdancer.conf.demo import DemoConfig, DemoRL

@@ -103,7 +103,7 @@ def test_unknown_algorithm_option_is_a_clear_error(tmp_path: Path, tiny: Path, s
     assert "nonsense" in err and "DAPO" in err
 
 
-def test_two_processes_give_single_process_gradients_and_keep_their_stream_positions(tmp_path: Path, tiny: Path) -> None:
+def test_two_processes_give_single_process_gradients_and_keep_their_stream_positions_and_rngs(tmp_path: Path, tiny: Path) -> None:
     script = Path(__file__).with_name("rl_ddp_script.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     two_procs = Path(__file__).resolve().parents[2] / "webdancer" / "conf" / "accelerate" / "cpu_2proc.yaml"
@@ -118,6 +118,8 @@ def test_two_processes_give_single_process_gradients_and_keep_their_stream_posit
         assert state["world"] == n, "accelerate started the wrong number of processes"
         assert state["ranks"] == [[7, 40], [8, 43]][:n]
         assert (state["group_counter"], state["position"]) == (7, 40)
+        assert len(state["rng"]) == n and all(saved == loaded for saved, loaded in state["rng"])
+        assert len({str(saved) for saved, _ in state["rng"]}) == n  # each process resumed its own RNG
     one, two = torch.load(tmp_path / "grads1.pt"), torch.load(tmp_path / "grads2.pt")
     assert one.keys() == two.keys() and one
     for name in one:

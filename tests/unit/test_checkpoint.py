@@ -26,6 +26,7 @@ class FakeTokenizer:
 class FakeAccelerator:
     def __init__(self, *, main: bool, kind: str = "MULTI_GPU") -> None:
         self.is_main_process = main
+        self.num_processes = 1
         self.distributed_type = SimpleNamespace(name=kind)
         self.calls: list[str] = []
 

@@ -125,3 +125,31 @@ def test_oversampling_fills_the_batch_in_one_round_and_drops_the_surplus() -> No
 def test_oversample_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="oversample=0.5 must be at least 1.0"):
         rl_config(oversample=0.5)
+
+
+def test_after_invalid_mask_leaves_out_what_follows_the_first_invalid_turn() -> None:
+    from webdancer.agents.trajectory import Trajectory, TurnRecord
+    from webdancer.algos import ALGORITHMS
+    from webdancer.algos.rl import make_samples
+    from webdancer.envs.tasks import Task
+
+    # prompt 0-2 | turn A 3-5 (valid) | obs 6-7 | turn B 8-10 (invalid) | obs 11 | turn C 12-14
+    mask = [0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1]
+    turns = [TurnRecord(text="a", kind="tool", span=(3, 6)), TurnRecord(text="b", kind="invalid", valid=False,
+                                                                         span=(8, 11)),
+             TurnRecord(text="c", kind="answer", span=(12, 15))]
+    task = Task(question="q", answer="a")
+    bad = Trajectory(task=task, ids=list(range(15)), loss_mask=mask, turns=turns, termination="answer",
+                     reward=0.0, invalid_actions=1)
+    good = Trajectory(task=task, sample=1, ids=list(range(15)), loss_mask=mask, termination="answer", reward=1.0,
+                      turns=[TurnRecord(text=t.text, kind="tool", span=t.span) for t in turns])
+    algo, dapo = ALGORITHMS.get("dapo"), fit_overlong_cache(DAPOConfig(), rl_config())
+    trained = make_samples([bad, good], algo, dapo, rl_config())
+    masked = make_samples([bad, good], algo, dapo, rl_config(after_invalid="mask"))
+    assert trained[0].loss_mask == mask
+    assert masked[0].loss_mask == [0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0]  # the invalid turn still learns
+    assert masked[1].loss_mask == mask  # an episode without an invalid turn is untouched
+    assert [s.advantage for s in masked] == [s.advantage for s in trained]
+    assert masked[0].advantage < 0 < masked[1].advantage
+    with pytest.raises(ValueError, match="after_invalid='drop' is not valid"):
+        rl_config(after_invalid="drop")

@@ -41,7 +41,12 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: Mapping[str, Any]) -> None:
+def _set_rng_state(state: Mapping[str, Any], rank: int = 0) -> None:
+    """Restore ``state``: one process's RNG states, or every process's under ``ranks`` (this
+    process takes its own; a resume on more processes than were saved falls back to rank 0's)."""
+    if "ranks" in state:
+        ranks = state["ranks"]
+        state = ranks[rank] if rank < len(ranks) else ranks[0]
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -51,9 +56,11 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 def save_checkpoint(ckpt_dir: str | Path, *, model: Any, tokenizer: Any = None, optimizer: Any = None,
                     scheduler: Any = None, state: Mapping[str, Any], accelerator: Any = None,
-                    state_dict: Mapping[str, Any] | None = None) -> Path:
+                    state_dict: Mapping[str, Any] | None = None,
+                    rng_states: list[dict[str, Any]] | None = None) -> Path:
     """Write a checkpoint atomically; ``state_dict`` replaces the model's own (a full
-    state dict gathered from sharded FSDP/DeepSpeed weights)."""
+    state dict gathered from sharded FSDP/DeepSpeed weights); ``rng_states`` holds every
+    process's RNG states (default: this process's)."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
     if accelerator is not None:
@@ -68,7 +75,7 @@ def save_checkpoint(ckpt_dir: str | Path, *, model: Any, tokenizer: Any = None, 
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(_rng_state(), tmp / "rng.pt")
+        torch.save(_rng_state() if rng_states is None else {"ranks": list(rng_states)}, tmp / "rng.pt")
         (tmp / STATE_FILE).write_text(json.dumps(dict(state), indent=2), encoding="utf-8")
         if ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
@@ -80,8 +87,8 @@ def save_checkpoint(ckpt_dir: str | Path, *, model: Any, tokenizer: Any = None, 
 
 
 def load_checkpoint(ckpt_dir: str | Path, *, model: Any = None, optimizer: Any = None,
-                    scheduler: Any = None) -> dict[str, Any]:
-    """Restore what is given (and the RNG states); -> the saved trainer state."""
+                    scheduler: Any = None, rank: int = 0) -> dict[str, Any]:
+    """Restore what is given (and process ``rank``'s RNG states); -> the saved trainer state."""
     ckpt_dir = Path(ckpt_dir)
     if not (ckpt_dir / STATE_FILE).exists():
         raise FileNotFoundError(f"{ckpt_dir} is not a checkpoint (no {STATE_FILE}); point resume at a run directory.")
@@ -100,7 +107,7 @@ def load_checkpoint(ckpt_dir: str | Path, *, model: Any = None, optimizer: Any =
     if scheduler is not None and (ckpt_dir / "scheduler.pt").exists():
         scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=False))
     if (ckpt_dir / "rng.pt").exists():
-        _set_rng_state(torch.load(ckpt_dir / "rng.pt", weights_only=False))
+        _set_rng_state(torch.load(ckpt_dir / "rng.pt", weights_only=False), rank)
     return json.loads((ckpt_dir / STATE_FILE).read_text(encoding="utf-8"))
 
 
@@ -134,15 +141,19 @@ def save_step(run_dir: Path, step: int, *, model: Any, tokenizer: Any, optimizer
               accelerator: Any, state: Mapping[str, Any], keep: int) -> None:
     """Checkpoint ``step`` into ``run_dir/checkpoints`` and keep the latest ``keep``.
 
-    Every process calls it: under FSDP/DeepSpeed gathering the full weights takes all of them.
-    Only the main process writes; sharded optimizer state is left out (no process holds all of it).
+    Every process calls it: under FSDP/DeepSpeed gathering the full weights takes all of them,
+    and every process's RNG states are gathered. Only the main process writes; sharded
+    optimizer state is left out (no process holds all of it).
     """
+    from accelerate.utils import gather_object
+
     sharded = is_sharded(accelerator)
     full = accelerator.get_state_dict(model) if sharded else None  # gathers sharded weights
+    rngs = gather_object([_rng_state()]) if accelerator.num_processes > 1 else None
     if accelerator.is_main_process:
         save_checkpoint(run_dir / "checkpoints" / f"step-{step:06d}", model=model, tokenizer=tokenizer,
                         optimizer=None if sharded else optimizer, scheduler=scheduler, accelerator=accelerator,
-                        state={**state, "step": step}, state_dict=full)
+                        state={**state, "step": step}, state_dict=full, rng_states=rngs)
         prune_checkpoints(run_dir, keep)
     accelerator.wait_for_everyone()
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from webdancer.algos.base import ALGORITHMS, Algorithm, float_like, group_max, group_mean_std
-from webdancer.algos.grpo import group_advantages
+from webdancer.algos.grpo import config_group_advantages
 from webdancer.algos.losses import (
     Scale,
     aggregate,
@@ -163,10 +163,6 @@ def curriculum_mask(
     return keep, preferred
 
 
-def _advantages(rewards: Tensor, group_ids: Tensor, cfg: DAPOConfig) -> Tensor:
-    return group_advantages(rewards, group_ids, normalize_std=cfg.normalize_std, eps=cfg.adv_eps)
-
-
 def _policy_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -229,7 +225,7 @@ ALGORITHMS.register(
     Algorithm(
         name="dapo",
         config_type=DAPOConfig,
-        advantages=_advantages,
+        advantages=config_group_advantages,
         policy_loss=_policy_loss,
         sample_filter=_sample_filter,
         sample_priority=_sample_priority,

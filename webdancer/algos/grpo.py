@@ -8,6 +8,7 @@ symmetric PPO clip, sequence mean of token means, optional k3 KL to a reference.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -103,7 +104,9 @@ def policy_loss(
     return pg_loss + kl_term, metrics
 
 
-def _advantages(rewards: Tensor, group_ids: Tensor, cfg: GRPOConfig) -> Tensor:
+def config_group_advantages(rewards: Tensor, group_ids: Tensor, cfg: Any) -> Tensor:
+    """``group_advantages`` as a config sets it (``normalize_std``, ``adv_eps``): the
+    ``advantages`` hook of GRPO, Dr. GRPO, DAPO and GSPO."""
     return group_advantages(rewards, group_ids, normalize_std=cfg.normalize_std, eps=cfg.adv_eps)
 
 
@@ -130,7 +133,7 @@ ALGORITHMS.register(
     Algorithm(
         name="grpo",
         config_type=GRPOConfig,
-        advantages=_advantages,
+        advantages=config_group_advantages,
         policy_loss=_policy_loss,
         sample_filter=dynamic_sampling_filter,
     ),

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from webdancer.algos.base import ALGORITHMS, Algorithm, dynamic_sampling_filter
-from webdancer.algos.grpo import group_advantages
+from webdancer.algos.grpo import config_group_advantages
 from webdancer.algos.losses import (
     Scale,
     aggregate,
@@ -124,10 +124,6 @@ def policy_loss(
     return pg_loss + kl_term, metrics
 
 
-def _advantages(rewards: Tensor, group_ids: Tensor, cfg: GSPOConfig) -> Tensor:
-    return group_advantages(rewards, group_ids, normalize_std=cfg.normalize_std, eps=cfg.adv_eps)
-
-
 def _policy_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -152,7 +148,7 @@ ALGORITHMS.register(
     Algorithm(
         name="gspo",
         config_type=GSPOConfig,
-        advantages=_advantages,
+        advantages=config_group_advantages,
         policy_loss=_policy_loss,
         sample_filter=dynamic_sampling_filter,
     ),

@@ -238,6 +238,17 @@ def collect(rollout: Rollout, stream: TaskStream, algo: Any, algo_cfg: Any, cfg:
     return [t for group in kept for t in group], generated, metrics, group_counter
 
 
+def loss_mask_until_invalid(traj: Trajectory) -> list[int]:
+    """``traj.loss_mask`` with every token after its first invalid turn left out (that turn kept)."""
+    mask = list(traj.loss_mask)
+    for turn in traj.turns:
+        if not turn.valid:
+            end = turn.span[1]
+            mask[end:] = [0] * (len(mask) - end)
+            break
+    return mask
+
+
 def make_samples(trajs: list[Trajectory], algo: Any, algo_cfg: Any, cfg: RLConfig) -> list[Sample]:
     rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
     groups = torch.tensor([t.group for t in trajs])
@@ -246,9 +257,10 @@ def make_samples(trajs: list[Trajectory], algo: Any, algo_cfg: Any, cfg: RLConfi
     shaped = algo.shape_rewards(rewards, lengths, truncated, algo_cfg, max_len=max_response_tokens(cfg))
     adv = algo.advantages(shaped, groups, algo_cfg)
     loss_ok = algo.loss_sample_mask(truncated, algo_cfg)
-    return [Sample(t.ids, t.loss_mask if bool(ok) else [0] * len(t.ids), float(a),
+    masks = [loss_mask_until_invalid(t) if cfg.after_invalid == "mask" else t.loss_mask for t in trajs]
+    return [Sample(t.ids, m if bool(ok) else [0] * len(t.ids), float(a),
                    old_logp=list(t.logprobs) if cfg.old_logprobs == "engine" else None)
-            for t, a, ok in zip(trajs, adv.tolist(), loss_ok)]
+            for t, m, a, ok in zip(trajs, masks, adv.tolist(), loss_ok)]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -292,7 +304,8 @@ def train_rl(cfg: RLConfig) -> Path:
     start, group_counter, position = 0, rank * 10**9, 0
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, model=policy, optimizer=optimizer, scheduler=scheduler)
+        state = load_checkpoint(ckpt, model=policy, optimizer=optimizer, scheduler=scheduler,
+                                rank=accelerator.process_index)
         start, group_counter, position = state["step"], state["group_counter"], state["position"]
         ranks = state.get("ranks") or []
         if len(ranks) == world:  # each process goes on from its own place in its task stream

@@ -230,7 +230,8 @@ def _resume(cfg: SFTConfig, run_dir: Path, model: Any, optimizer: Any, scheduler
         return 0
     if is_sharded(accelerator):
         log.warning("FSDP/DeepSpeed: optimizer state is not in the checkpoint; Adam moments restart")
-    state = load_checkpoint(ckpt, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler)
+    state = load_checkpoint(ckpt, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler,
+                            rank=accelerator.process_index)
     if (state.get("n_samples"), state.get("batch_size")) != (n_samples, cfg.batch_size):
         raise ValueError(f"{ckpt} was written for {state.get('n_samples')} conversations in batches of "
                          f"{state.get('batch_size')}; resume with the same data and batch_size.")

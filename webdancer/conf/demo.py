@@ -102,6 +102,7 @@ class DemoRL:
     group_size: int = 8
     filter_on: str = "accuracy"  # dynamic sampling keeps groups with some but not all answers right
     oversample: float = 2.0  # prompts rolled out per dynamic-sampling round / prompts still missing
+    after_invalid: str = "train"  # "mask": no loss on the tokens after an episode's first invalid action
     mini_batch_prompts: int = 8
     micro_batch_size: int = 16
     lr: float = 1e-4
@@ -145,5 +146,5 @@ class DemoConfig:
         from webdancer.algos import ALGORITHMS
 
         r = self.rl  # checked here, so a bad value fails before the stages before rl have run
-        check_batch_options(r.filter_on, r.oversample, r.prompts_per_step, r.mini_batch_prompts)
+        check_batch_options(r.filter_on, r.oversample, r.prompts_per_step, r.mini_batch_prompts, r.after_invalid)
         ALGORITHMS.get(r.algo).make_config(r.algo_options)

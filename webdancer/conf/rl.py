@@ -15,9 +15,12 @@ from typing import Any
 from omegaconf import MISSING
 
 
-def check_batch_options(filter_on: str, oversample: float, prompts_per_step: int, mini_batch_prompts: int) -> None:
+def check_batch_options(filter_on: str, oversample: float, prompts_per_step: int, mini_batch_prompts: int,
+                        after_invalid: str = "train") -> None:
     """The checks on how a step's batch is drawn, shared by ``webdancer rl`` and the demo's
     rl section (so a bad value fails when the config is read, not stages later)."""
+    if after_invalid not in ("train", "mask"):
+        raise ValueError(f"after_invalid={after_invalid!r} is not valid; use train or mask.")
     if oversample < 1.0:
         raise ValueError(f"oversample={oversample} must be at least 1.0 (1.0: no over-generation).")
     if filter_on not in ("accuracy", "reward"):
@@ -90,6 +93,11 @@ class RLConfig:
     # the whole reward (before length shaping), which also keeps all-wrong groups that differ only in format.
     filter_on: str = "accuracy"
     oversample: float = 1.0  # with dynamic sampling: prompts rolled out per round / prompts still missing
+    # Tokens generated after an episode's first invalid action (a failed tool call, a turn
+    # with neither call nor answer): "train" keeps them in the loss; "mask" leaves them out,
+    # so the invalid turn itself carries the episode's advantage and the off-distribution
+    # text that follows it does not (SimpleTIR, arXiv:2509.02479, drops such episodes whole).
+    after_invalid: str = "train"
     mini_batch_prompts: int = 16  # prompts per optimizer step (updates per batch = prompts_per_step / this)
     epochs: int = 1  # passes over each rollout batch
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
@@ -119,7 +127,8 @@ class RLConfig:
             raise ValueError(f"rollout_engine={self.rollout_engine!r} is not valid; use hf or vllm.")
         if self.old_logprobs not in ("recompute", "engine"):
             raise ValueError(f"old_logprobs={self.old_logprobs!r} is not valid; use recompute or engine.")
-        check_batch_options(self.filter_on, self.oversample, self.prompts_per_step, self.mini_batch_prompts)
+        check_batch_options(self.filter_on, self.oversample, self.prompts_per_step, self.mini_batch_prompts,
+                            self.after_invalid)
         if "judge" in self.reward and not self.judge:
             raise ValueError("reward with a judge term needs judge=openai:BASE_URL#MODEL; give the judge model.")
         if "overlong" in self.reward:
