@@ -83,6 +83,8 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
     timing_rows.append(f"| total | {sum(report['timings_s'].values()):.1f} |")
     info = report["info"]
     split = report.get("split", "test")
+    rl_rows = read_metrics(out / "rl" / "metrics.jsonl")
+    by_hops = sorted({k for r in rl_rows for k in r if k.startswith("by_hops/")})
     lines = [
         "# webdancer demo",
         "",
@@ -106,6 +108,8 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
         "",
         "![RL curves](rl_curves.png)",
         "",
+        *(["Rollout accuracy and share of the kept groups by hop count:", "", "![RL by hops](rl_by_hops.png)", ""]
+          if by_hops else []),
         "![SFT loss](sft_curves.png)",
         "",
         "## Trajectory filter",
@@ -123,6 +127,8 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
         plot_metrics(out / "rl" / "metrics.jsonl", out / "rl_curves.png",
                      ["reward/mean", "rollout/accuracy", "eval/accuracy", "rollout/invalid_action_rate",
                       "actor/entropy", "filter/kept_group_ratio"])
+    if by_hops:  # which hop counts the kept groups came from, and how each one's accuracy moved
+        plot_metrics(out / "rl" / "metrics.jsonl", out / "rl_by_hops.png", by_hops)
     if read_metrics(out / "sft" / "metrics.jsonl"):
         plot_metrics(out / "sft" / "metrics.jsonl", out / "sft_curves.png", ["sft/loss", "sft/lr"])
     return report

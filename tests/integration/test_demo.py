@@ -52,8 +52,11 @@ def test_demo_writes_the_report_for_base_sft_and_rl(demo_run: Path) -> None:
     gain = report["comparisons"]["rl_vs_sft"]
     assert gain["pass_at_1_gain"] == pytest.approx(report["rl"]["pass_at_1"] - report["sft"]["pass_at_1"])
     assert "| rl vs sft |" in md and "| sft vs base |" in md
-    for png in ("accuracy_by_hops.png", "rl_curves.png", "sft_curves.png"):
+    for png in ("accuracy_by_hops.png", "rl_curves.png", "rl_by_hops.png", "sft_curves.png"):
         assert (demo_run / png).stat().st_size > 1000, png
+    assert "rl_by_hops.png" in md
+    rl_rows = [json.loads(line) for line in (demo_run / "rl" / "metrics.jsonl").open()]
+    assert any(k.startswith("by_hops/") and k.endswith("/accuracy") for k in rl_rows[0])
     # every model is a plain HF directory, each evaluation has its own eval report
     for name in ("base", "sft", "rl"):
         assert (demo_run / "eval" / "test" / name / "report.json").exists()

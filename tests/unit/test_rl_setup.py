@@ -153,3 +153,20 @@ def test_after_invalid_mask_leaves_out_what_follows_the_first_invalid_turn() -> 
     assert masked[0].advantage < 0 < masked[1].advantage
     with pytest.raises(ValueError, match="after_invalid='drop' is not valid"):
         rl_config(after_invalid="drop")
+
+
+def test_stratum_metrics_give_accuracy_and_kept_share_per_meta_value() -> None:
+    from webdancer.agents.trajectory import Trajectory
+    from webdancer.algos.rl import stratum_metrics
+    from webdancer.envs.tasks import Task
+
+    def group(g: int, hops: int | None, right: list[float]) -> list[Trajectory]:
+        task = Task(question=f"q{g}", answer="a", meta={} if hops is None else {"hops": hops})
+        return [Trajectory(task=task, group=g, sample=i, reward_breakdown={"exact_match": r})
+                for i, r in enumerate(right)]
+
+    one, three_a, three_b, bare = group(0, 1, [1, 1]), group(1, 3, [1, 0]), group(2, 3, [0, 1]), group(3, None, [0, 0])
+    m = stratum_metrics(three_a + three_b, one + three_a + three_b + bare, "hops", "exact_match")
+    assert m == {"by_hops/1/accuracy": 1.0, "by_hops/1/kept_share": 0.0,
+                 "by_hops/3/accuracy": 0.5, "by_hops/3/kept_share": 1.0,
+                 "by_hops/none/accuracy": 0.0, "by_hops/none/kept_share": 0.0}

@@ -148,6 +148,22 @@ def rollout_metrics(trajs: list[Trajectory], answer_key: str) -> dict[str, float
     }
 
 
+def stratum_metrics(kept: list[Trajectory], generated: list[Trajectory], key: str,
+                    answer_key: str) -> dict[str, float]:
+    """Per value of the task meta ``key``: the accuracy of the generated rollouts and the share
+    of the kept groups (what the update trains on). Tasks without the key count as "none"."""
+    def value(t: Trajectory) -> str:
+        return str(t.task.meta.get(key, "none"))
+
+    out: dict[str, float] = {}
+    kept_groups = {t.group: value(t) for t in kept}
+    for v in sorted({value(t) for t in generated}):
+        scores = answer_scores([t for t in generated if value(t) == v], answer_key)
+        out[f"by_{key}/{v}/accuracy"] = float(np.mean(scores))
+        out[f"by_{key}/{v}/kept_share"] = sum(x == v for x in kept_groups.values()) / max(len(kept_groups), 1)
+    return out
+
+
 def evaluate(rollout: Rollout, tasks: list[Task], runs: int, answer_key: str) -> dict[str, float]:
     """Accuracy on held-out tasks: ``runs`` samples each; Pass@1 is their mean."""
     trajs = rollout.run(tasks, group_size=runs)
@@ -323,6 +339,8 @@ def train_rl(cfg: RLConfig) -> Path:
                                                            group_counter, answer_key)
         t_rollout = time.perf_counter() - t0
         metrics.update(rollout_metrics(generated, answer_key))
+        if cfg.metrics_by:
+            metrics.update(stratum_metrics(trajs, generated, cfg.metrics_by, answer_key))
         gen_tokens = train_rollout.stats.generated_tokens - stats0.generated_tokens
         env_s = train_rollout.stats.env_s - stats0.env_s
         metrics.update({"perf/rollout_tokens_per_s": gen_tokens / max(t_rollout, 1e-9),

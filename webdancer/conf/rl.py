@@ -98,6 +98,9 @@ class RLConfig:
     # so the invalid turn itself carries the episode's advantage and the off-distribution
     # text that follows it does not (SimpleTIR, arXiv:2509.02479, drops such episodes whole).
     after_invalid: str = "train"
+    # A task meta key (e.g. "hops", "level"): each step also logs, per value of it, the
+    # rollout accuracy and the share of the kept groups (by_<key>/<value>/accuracy, .../kept_share).
+    metrics_by: str | None = None
     mini_batch_prompts: int = 16  # prompts per optimizer step (updates per batch = prompts_per_step / this)
     epochs: int = 1  # passes over each rollout batch
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
