@@ -170,3 +170,32 @@ def test_stratum_metrics_give_accuracy_and_kept_share_per_meta_value() -> None:
     assert m == {"by_hops/1/accuracy": 1.0, "by_hops/1/kept_share": 0.0,
                  "by_hops/3/accuracy": 0.5, "by_hops/3/kept_share": 1.0,
                  "by_hops/none/accuracy": 0.0, "by_hops/none/kept_share": 0.0}
+
+
+def test_balance_by_takes_a_surplus_of_kept_groups_round_robin_over_the_meta_values() -> None:
+    from types import SimpleNamespace
+
+    from webdancer.algos import ALGORITHMS
+    from webdancer.algos.rl import TaskStream, collect
+    from webdancer.envs.tasks import Task
+
+    class Rollout:  # every group has one right and one wrong answer: all pass the filter
+        def run(self, tasks: list[Task], *, group_size: int, group_offset: int) -> list[Any]:
+            return [SimpleNamespace(task=task, reward=float(i == 0), reward_breakdown={"exact_match": float(i == 0)},
+                                    group=group_offset + g) for g, task in enumerate(tasks) for i in range(group_size)]
+
+    # generation order puts the 3-hop questions first
+    tasks = [Task(question=f"t{i}", answer="a", meta={"hops": 3}) for i in range(6)]
+    tasks += [Task(question=f"o{i}", answer="a", meta={"hops": 1}) for i in range(2)]
+    cfg = rl_config(prompts_per_step=4, group_size=2, mini_batch_prompts=4, oversample=2.0)
+    stream = TaskStream(tasks, seed=0)
+    stream.order = lambda epoch: list(range(len(tasks)))  # type: ignore[method-assign]
+    hops = {}
+    for balance_by in (None, "hops"):
+        stream.position = 0
+        trajs, generated, _, _ = collect(Rollout(), stream, ALGORITHMS.get("dapo"), DAPOConfig(),
+                                         dataclasses.replace(cfg, balance_by=balance_by), 0, "exact_match")
+        assert len(generated) == 16 and len(trajs) == 8
+        hops[balance_by] = sorted(t.task.meta["hops"] for t in trajs[::2])
+    assert hops[None] == [3, 3, 3, 3]  # generation order
+    assert hops["hops"] == [1, 1, 3, 3]  # round-robin: each value once before any twice

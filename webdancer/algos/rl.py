@@ -208,6 +208,20 @@ def filter_signal(trajs: list[Trajectory], cfg: RLConfig, answer_key: str) -> Te
     return torch.tensor(scores, dtype=torch.float32)
 
 
+def stratum_turns(trajs: list[Trajectory], key: str | None) -> list[int]:
+    """Each trajectory's place among those with the same value of task meta ``key`` (0, 1, ...
+    in order); all 0 without a key. Sorting by it takes the values round-robin."""
+    if key is None:
+        return [0] * len(trajs)
+    seen: dict[str, int] = {}
+    turns = []
+    for t in trajs:
+        v = str(t.task.meta.get(key, "none"))
+        turns.append(seen.get(v, 0))
+        seen[v] = turns[-1] + 1
+    return turns
+
+
 def collect(rollout: Rollout, stream: TaskStream, algo: Any, algo_cfg: Any, cfg: RLConfig,
             group_counter: int, answer_key: str) -> tuple[list[Trajectory], list[Trajectory], dict[str, float], int]:
     """Roll out until ``prompts_per_step`` groups pass the algorithm's filter.
@@ -240,8 +254,9 @@ def collect(rollout: Rollout, stream: TaskStream, algo: Any, algo_cfg: Any, cfg:
             if bool(keep[g]):
                 kept.append(trajs[g: g + G])
                 preferred.append(bool(first[g]))
-    if len(kept) > target:  # surplus: preferred groups first, then generation order
-        order = sorted(range(len(kept)), key=lambda i: (not preferred[i], i))[:target]
+    if len(kept) > target:  # surplus: preferred groups first, then round-robin over balance_by, then generation order
+        turn = stratum_turns([group[0] for group in kept], cfg.balance_by)
+        order = sorted(range(len(kept)), key=lambda i: (not preferred[i], turn[i], i))[:target]
         kept = [kept[i] for i in sorted(order)]
     n_groups = len(generated) // G
     metrics = {"filter/gen_rounds": float(rounds), "filter/groups_generated": float(n_groups),

@@ -103,6 +103,7 @@ class DemoRL:
     filter_on: str = "accuracy"  # dynamic sampling keeps groups with some but not all answers right
     oversample: float = 2.0  # prompts rolled out per dynamic-sampling round / prompts still missing
     after_invalid: str = "train"  # "mask": no loss on the tokens after an episode's first invalid action
+    balance_by: str | None = None  # "hops": a surplus of kept groups is taken round-robin over hop counts
     mini_batch_prompts: int = 8
     micro_batch_size: int = 16
     lr: float = 1e-4

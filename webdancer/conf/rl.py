@@ -101,6 +101,10 @@ class RLConfig:
     # A task meta key (e.g. "hops", "level"): each step also logs, per value of it, the
     # rollout accuracy and the share of the kept groups (by_<key>/<value>/accuracy, .../kept_share).
     metrics_by: str | None = None
+    # A task meta key: when dynamic sampling keeps more groups than the batch needs, take
+    # them round-robin over its values (e.g. hop counts) instead of in generation order, so
+    # no kind of question fills the update alone (needs oversample > 1 to leave a surplus).
+    balance_by: str | None = None
     mini_batch_prompts: int = 16  # prompts per optimizer step (updates per batch = prompts_per_step / this)
     epochs: int = 1  # passes over each rollout batch
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
