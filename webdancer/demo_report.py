@@ -123,7 +123,7 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
     ]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     _bars_by_hops(report, out / "accuracy_by_hops.png")
-    if read_metrics(out / "rl" / "metrics.jsonl"):
+    if rl_rows:
         plot_metrics(out / "rl" / "metrics.jsonl", out / "rl_curves.png",
                      ["reward/mean", "rollout/accuracy", "eval/accuracy", "rollout/invalid_action_rate",
                       "actor/entropy", "filter/kept_group_ratio"])

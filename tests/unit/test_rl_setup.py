@@ -199,3 +199,17 @@ def test_balance_by_takes_a_surplus_of_kept_groups_round_robin_over_the_meta_val
         hops[balance_by] = sorted(t.task.meta["hops"] for t in trajs[::2])
     assert hops[None] == [3, 3, 3, 3]  # generation order
     assert hops["hops"] == [1, 1, 3, 3]  # round-robin: each value once before any twice
+
+
+@pytest.mark.parametrize("option", ["metrics_by", "balance_by"])
+def test_a_meta_key_no_training_task_has_is_named_with_the_keys_they_have(tmp_path: Any, option: str) -> None:
+    from webdancer.algos.rl import load_tasks
+    from webdancer.conf.rl import TaskSection
+    from webdancer.envs.tasks import Task, write_jsonl_tasks
+
+    write_jsonl_tasks([Task(question="q1", answer="a", meta={"hops": 1, "source": "crawlqa"})], tmp_path / "train.jsonl")
+    write_jsonl_tasks([Task(question="q2", answer="b", meta={"hops": 2})], tmp_path / "test.jsonl")
+    tasks = TaskSection(train=str(tmp_path / "train.jsonl"), test=str(tmp_path / "test.jsonl"))
+    assert len(load_tasks(rl_config(tasks=tasks, **{option: "hops"}), tmp_path)[0]) == 1
+    with pytest.raises(ValueError, match=f"{option}='hop' is in no training task's meta; use one of: hops, source"):
+        load_tasks(rl_config(tasks=tasks, **{option: "hop"}), tmp_path)

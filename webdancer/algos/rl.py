@@ -64,7 +64,16 @@ def load_tasks(cfg: RLConfig, web: Path) -> tuple[list[Task], list[Task]]:
     overlap = {x.question for x in train} & {x.question for x in test}
     if overlap:
         raise ValueError(f"{len(overlap)} questions are in both the train and test tasks; held-out means disjoint.")
+    for name, key in (("metrics_by", cfg.metrics_by), ("balance_by", cfg.balance_by)):
+        if key and not any(key in x.meta for x in train):
+            known = sorted({k for x in train for k in x.meta})
+            raise ValueError(f"{name}={key!r} is in no training task's meta; use one of: {', '.join(known) or '(none)'}.")
     return train, test
+
+
+def meta_value(traj: Trajectory, key: str) -> str:
+    """The trajectory's task meta ``key`` as a string; "none" when the task has no such key."""
+    return str(traj.task.meta.get(key, "none"))
 
 
 def make_reward(cfg: RLConfig) -> CombinedReward:
@@ -152,13 +161,10 @@ def stratum_metrics(kept: list[Trajectory], generated: list[Trajectory], key: st
                     answer_key: str) -> dict[str, float]:
     """Per value of the task meta ``key``: the accuracy of the generated rollouts and the share
     of the kept groups (what the update trains on). Tasks without the key count as "none"."""
-    def value(t: Trajectory) -> str:
-        return str(t.task.meta.get(key, "none"))
-
     out: dict[str, float] = {}
-    kept_groups = {t.group: value(t) for t in kept}
-    for v in sorted({value(t) for t in generated}):
-        scores = answer_scores([t for t in generated if value(t) == v], answer_key)
+    kept_groups = {t.group: meta_value(t, key) for t in kept}
+    for v in sorted({meta_value(t, key) for t in generated}):
+        scores = answer_scores([t for t in generated if meta_value(t, key) == v], answer_key)
         out[f"by_{key}/{v}/accuracy"] = float(np.mean(scores))
         out[f"by_{key}/{v}/kept_share"] = sum(x == v for x in kept_groups.values()) / max(len(kept_groups), 1)
     return out
@@ -216,7 +222,7 @@ def stratum_turns(trajs: list[Trajectory], key: str | None) -> list[int]:
     seen: dict[str, int] = {}
     turns = []
     for t in trajs:
-        v = str(t.task.meta.get(key, "none"))
+        v = meta_value(t, key)
         turns.append(seen.get(v, 0))
         seen[v] = turns[-1] + 1
     return turns
@@ -335,8 +341,7 @@ def train_rl(cfg: RLConfig) -> Path:
     start, group_counter, position = 0, rank * 10**9, 0
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, model=policy, optimizer=optimizer, scheduler=scheduler,
-                                rank=accelerator.process_index)
+        state = load_checkpoint(ckpt, model=policy, optimizer=optimizer, scheduler=scheduler, rank=rank)
         start, group_counter, position = state["step"], state["group_counter"], state["position"]
         ranks = state.get("ranks") or []
         if len(ranks) == world:  # each process goes on from its own place in its task stream

@@ -17,8 +17,9 @@ from omegaconf import MISSING
 
 def check_batch_options(filter_on: str, oversample: float, prompts_per_step: int, mini_batch_prompts: int,
                         after_invalid: str = "train") -> None:
-    """The checks on how a step's batch is drawn, shared by ``webdancer rl`` and the demo's
-    rl section (so a bad value fails when the config is read, not stages later)."""
+    """The checks on how a step's batch is drawn and what of it the loss sees, shared by
+    ``webdancer rl`` and the demo's rl section (so a bad value fails when the config is
+    read, not stages later)."""
     if after_invalid not in ("train", "mask"):
         raise ValueError(f"after_invalid={after_invalid!r} is not valid; use train or mask.")
     if oversample < 1.0:
