@@ -465,14 +465,20 @@ class BM25Search:
         query = self._query(parsed)
         # A few spare hits so that duplicates from an index built elsewhere still
         # leave k distinct URLs.
-        found = searcher.search(query, k + 4, count=False).hits
+        limit = k + 4
+        found = searcher.search(query, limit, count=False).hits
+        # Equal scores come in document order, which depends on how the writer's
+        # threads split the pages into segments: fetch the whole tie at the k-th
+        # place so that URL order can settle it the same way on every build.
+        while len(found) == limit and found[-1][0] == found[min(k, len(found)) - 1][0]:
+            limit *= 2
+            found = searcher.search(query, limit, count=False).hits
         if not found:
             return []
         weights = [_idf(df, total) for df in doc_freqs]
         hits: list[SearchHit] = []
         seen: set[str] = set()
-        for score, address in found:
-            doc = searcher.doc(address)
+        for score, doc in _url_ordered_ties(searcher, found):
             url = doc.get_first("url") or ""
             if url in seen:
                 continue
@@ -483,6 +489,21 @@ class BM25Search:
             if len(hits) == k:
                 break
         return hits
+
+
+def _url_ordered_ties(searcher: tantivy.Searcher, found: Sequence[tuple[float, Any]]) -> Iterator[tuple[float, Any]]:
+    """``(score, document)`` best first, equal scores in URL order; a document is
+    fetched from the store only when it is reached."""
+    start = 0
+    while start < len(found):
+        stop = start + 1
+        while stop < len(found) and found[stop][0] == found[start][0]:
+            stop += 1
+        group = [(score, searcher.doc(address)) for score, address in found[start:stop]]
+        if len(group) > 1:
+            group.sort(key=lambda pair: pair[1].get_first("url") or "")
+        yield from group
+        start = stop
 
 
 def _progress(items: Iterable[Any], enabled: bool, total: int | None = None) -> Iterable[Any]:
