@@ -91,7 +91,7 @@ def rl_stage(cfg: DemoConfig, sft: Path, web: Path, qa: Path, out: Path) -> Path
                                prompt_style=e.prompt_style),
         steps=r.steps, prompts_per_step=r.prompts_per_step, group_size=r.group_size, filter_on=r.filter_on,
         oversample=r.oversample, after_invalid=r.after_invalid, metrics_by="hops",
-        balance_by=r.balance_by,
+        balance_by=r.balance_by, grad_noise=r.grad_noise,
         mini_batch_prompts=r.mini_batch_prompts, micro_batch_size=r.micro_batch_size, lr=r.lr,
         eval_every=0, seed=cfg.model.seed, wandb_mode=cfg.wandb_mode, save_every=0, keep_checkpoints=1,
     )

@@ -180,3 +180,58 @@ def test_single_update_takes_pi_old_from_its_own_forward_pass(tiny: Path) -> Non
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
     dropping = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32, attention_dropout=0.1)
     assert has_dropout(dropping)
+
+
+@pytest.mark.parametrize("algo_name", ["dapo", "grpo"])  # token-mean and seq-mean-token-mean
+def test_gradient_noise_halves_are_each_halfs_own_gradient_and_sum_to_the_step(tiny: Path, algo_name: str) -> None:
+    """With grad_noise the step's gradient is unchanged, and the two halves it reports are
+    the gradients each half of the groups would give as a step of its own."""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from webdancer.algos import ALGORITHMS
+    from webdancer.algos.rl_batch import GradientNoise, Sample, recompute_logprobs, update_step
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from grad_capture import CaptureGrads, NoSchedule
+
+    algo = ALGORITHMS.get(algo_name)
+    algo_cfg = algo.make_config({})
+    gen = torch.Generator().manual_seed(1)
+    group = 3
+    samples = [Sample(torch.randint(3, 200, (8 + 5 * (i % 4),), generator=gen).tolist(),
+                      [0] * 3 + [1] * (5 + 5 * (i % 4)), advantage=float(i % 3) - 1.0) for i in range(4 * group)]
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
+    recompute_logprobs(model, samples, pad_id=0, micro_batch_size=2)
+
+    def step(part: list[Sample], noise: GradientNoise | None = None) -> tuple[dict, dict]:
+        capture = CaptureGrads(model)
+        metrics = update_step(model, capture, NoSchedule(), Accelerator(cpu=True), algo, algo_cfg, part, pad_id=0,
+                              micro_batch_size=2, grad_clip=1e9, noise=noise, group_size=group)
+        return capture.grads, metrics
+
+    def flat(grads: dict) -> torch.Tensor:
+        return torch.cat([grads[name].flatten() for name in sorted(grads)]).double()
+
+    whole, _ = step(samples)
+    noise = GradientNoise()
+    with_noise, metrics = step(samples, noise)
+    for name in whole:
+        torch.testing.assert_close(with_noise[name], whole[name], rtol=1e-4, atol=1e-7)
+    halves = [[s for j, s in enumerate(samples) if (j // group) % 2 == h] for h in (0, 1)]
+    g_a, g_b = (flat(step(half)[0]) for half in halves)
+    assert metrics["grad_noise/signal_sq"] == pytest.approx(float(g_a @ g_b), rel=1e-3)
+    trace = float((g_a - g_b).pow(2).sum()) / (1 / 6 + 1 / 6)
+    assert metrics["grad_noise/trace"] == pytest.approx(trace, rel=1e-3)
+    assert metrics["grad_noise/half_cosine"] == pytest.approx(float(g_a @ g_b / (g_a.norm() * g_b.norm())), rel=1e-3)
+    _, single = step(samples[:group], GradientNoise())  # one group has no halves to compare
+    assert not any(key.startswith("grad_noise/") for key in single)
+
+
+def test_rl_logs_the_gradient_noise_scale_when_asked(tmp_path: Path, tiny: Path, synthetic_web: Path) -> None:
+    out = _rl(tmp_path, tiny, synthetic_web, "noise", "algo.dynamic_sampling=false", "grad_noise=true",
+              "mini_batch_prompts=2")
+    rows = _metrics(out)
+    for row in rows:
+        assert {"grad_noise/half_cosine", "grad_noise/signal_sq", "grad_noise/trace"} <= row.keys()
+        assert row["grad_noise/trace"] >= 0

@@ -213,3 +213,21 @@ def test_a_meta_key_no_training_task_has_is_named_with_the_keys_they_have(tmp_pa
     assert len(load_tasks(rl_config(tasks=tasks, **{option: "hops"}), tmp_path)[0]) == 1
     with pytest.raises(ValueError, match=f"{option}='hop' is in no training task's meta; use one of: hops, source"):
         load_tasks(rl_config(tasks=tasks, **{option: "hop"}), tmp_path)
+
+
+def test_gradient_noise_recovers_a_known_noise_scale() -> None:
+    """Episode gradients G + noise with tr(Sigma) = 64 * 0.25 and |G|^2 = 0.16: B_noise = 100."""
+    import torch
+
+    from webdancer.algos.rl_batch import GradientNoise
+
+    gen = torch.Generator().manual_seed(0)
+    true = torch.full((64,), 0.05)  # |G|^2 = 64 * 0.05^2 = 0.16
+    noise = GradientNoise()
+    for _ in range(1000):
+        episodes = true + 0.5 * torch.randn(32, 64, generator=gen)
+        metrics = noise.add([episodes[:16].mean(0)], [episodes[16:].mean(0)], 16, 16)
+    assert metrics["grad_noise/scale_episodes"] == pytest.approx(100, rel=0.1)
+    assert metrics["grad_noise/trace"] == pytest.approx(16.0, rel=0.5)
+    assert noise.trace_sum / 1000 == pytest.approx(16.0, rel=0.05)
+    assert noise.signal_sum / 1000 == pytest.approx(0.16, rel=0.1)

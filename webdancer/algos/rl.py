@@ -37,7 +37,7 @@ from webdancer.algos.checkpoint import (
     save_step,
     seed_everything,
 )
-from webdancer.algos.rl_batch import Sample, recompute_logprobs, update_step
+from webdancer.algos.rl_batch import GradientNoise, Sample, recompute_logprobs, update_step
 from webdancer.conf.rl import RLConfig, split_algo
 from webdancer.envs.registration import ensure_synthetic_web
 from webdancer.envs.synthetic_tasks import SyntheticTasks
@@ -327,6 +327,10 @@ def train_rl(cfg: RLConfig) -> Path:
     policy = accelerator.unwrap_model(model)
     dropout = has_dropout(policy)
     engine = rollout_engine(cfg, policy, tokenizer)
+    if cfg.grad_noise and accelerator.num_processes > 1:
+        raise ValueError("grad_noise=true splits one process's batch into halves; run it on a single process "
+                         "(the estimate needs no more) or set grad_noise=false.")
+    noise = GradientNoise() if cfg.grad_noise else None
 
     web = Path(cfg.env.web) if cfg.env.web else ensure_synthetic_web(cfg.env.pages, cfg.env.site_seed)
     train_tasks, test_tasks = load_tasks(cfg, web)
@@ -368,7 +372,7 @@ def train_rl(cfg: RLConfig) -> Path:
         t1 = time.perf_counter()
         if trajs:
             metrics.update(_update(model, policy, ref_model, optimizer, scheduler, accelerator, algo, algo_cfg,
-                                   cfg, trajs, pad_id, dropout=dropout))
+                                   cfg, trajs, pad_id, dropout=dropout, noise=noise))
         if trajs and cfg.rollout_engine == "vllm":
             engine.load_weights(policy)  # the next rollout samples from the updated policy
         t_update = time.perf_counter() - t1
@@ -408,7 +412,7 @@ def loop_state(accelerator: Any, group_counter: int, position: int) -> dict[str,
 
 def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
             algo: Any, algo_cfg: Any, cfg: RLConfig, trajs: list[Trajectory], pad_id: int, *,
-            dropout: bool) -> dict[str, float]:
+            dropout: bool, noise: GradientNoise | None = None) -> dict[str, float]:
     samples = make_samples(trajs, algo, algo_cfg, cfg)
     policy.eval()
     per_update = cfg.mini_batch_prompts * cfg.group_size
@@ -434,13 +438,16 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
         for i in range(0, len(flat), per_update):
             m = update_step(model, optimizer, scheduler, accelerator, algo, algo_cfg, flat[i: i + per_update],
                             pad_id=pad_id, micro_batch_size=cfg.micro_batch_size, grad_clip=cfg.grad_clip,
-                            old_from_this_pass=old_from_update, temperature=temperature)
+                            old_from_this_pass=old_from_update, temperature=temperature,
+                            noise=noise, group_size=cfg.group_size)
             n_updates += 1
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
     out = {k: v / max(n_updates, 1) for k, v in sums.items()}
     out["actor/tokens"] = sums.get("actor/tokens", 0.0)
     out["actor/updates"] = float(n_updates)
+    if noise is not None and noise.scale is not None:
+        out["grad_noise/scale_episodes"] = noise.scale  # the running value, not a mean over this step's updates
     adv = [s.advantage for s in samples]
     out["actor/advantage_abs_mean"] = float(np.mean(np.abs(adv))) if adv else 0.0
     return out

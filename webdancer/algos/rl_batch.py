@@ -150,9 +150,55 @@ def recompute_logprobs(model: Any, samples: Sequence[Sample], *, pad_id: int, mi
             setattr(s, field, row[: len(s.ids)].tolist())
 
 
+class GradientNoise:
+    """Running estimate of the gradient noise scale of the policy loss (McCandlish et al.
+    2018, "An Empirical Model of Large-Batch Training", arXiv:1812.06162, appendix A).
+
+    Each update's groups are split into two halves, A and B, whose gradients g_A and g_B
+    are independent estimates of the same true gradient G at the same weights. Then
+    ``<g_A, g_B>`` estimates ``|G|^2`` and ``|g_A - g_B|^2 / (1/B_A + 1/B_B)`` estimates
+    ``tr(Sigma)``, the variance of one episode's gradient; ``B_noise = tr(Sigma) / |G|^2``
+    is the batch size, in episodes, at which an update's gradient is as much signal as
+    noise (an update of B episodes is a share ``B / (B + B_noise)`` signal). Both terms
+    are summed over the run before dividing, as the paper recommends, because a single
+    update's ``|G|^2`` estimate is noisy and can be negative.
+    """
+
+    def __init__(self) -> None:
+        self.signal_sum = 0.0
+        self.trace_sum = 0.0
+
+    def add(self, g_a: Sequence[Tensor], g_b: Sequence[Tensor], n_a: float, n_b: float) -> dict[str, float]:
+        """Take one update's half-batch gradients (per parameter) and episode counts."""
+        dot = sum(float((a.double() * b.double()).sum()) for a, b in zip(g_a, g_b))
+        sq_a = sum(float(a.double().pow(2).sum()) for a in g_a)
+        sq_b = sum(float(b.double().pow(2).sum()) for b in g_b)
+        trace = (sq_a + sq_b - 2.0 * dot) / (1.0 / n_a + 1.0 / n_b)
+        self.signal_sum += dot
+        self.trace_sum += trace
+        out = {"grad_noise/half_cosine": dot / max((sq_a * sq_b) ** 0.5, 1e-30),
+               "grad_noise/signal_sq": dot, "grad_noise/trace": trace}
+        if self.scale is not None:
+            out["grad_noise/scale_episodes"] = self.scale
+        return out
+
+    @property
+    def scale(self) -> float | None:
+        """B_noise in episodes so far; ``None`` while the summed signal is not positive."""
+        return self.trace_sum / self.signal_sum if self.signal_sum > 0 else None
+
+
+def _loss_weight(masks: Sequence[Tensor], agg: str) -> tuple[float, float]:
+    """(the masks' weight in the step's loss, their sequences): loss tokens under
+    token-mean aggregation, sequences with a loss token under the others."""
+    seqs = float(sum(int((m.bool().sum(-1) > 0).sum()) for m in masks))
+    return (float(sum(int(m.bool().sum()) for m in masks)) if agg == "token-mean" else seqs), seqs
+
+
 def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, algo: Algorithm, algo_cfg: Any,
                 samples: Sequence[Sample], *, pad_id: int, micro_batch_size: int, grad_clip: float,
-                old_from_this_pass: bool = False, temperature: float = 1.0) -> dict[str, float]:
+                old_from_this_pass: bool = False, temperature: float = 1.0,
+                noise: GradientNoise | None = None, group_size: int = 0) -> dict[str, float]:
     """One optimizer step over ``samples`` (this process's share of a mini-batch).
 
     ``old_from_this_pass``: pi_old is this step's own forward pass (detached) instead of
@@ -163,17 +209,31 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
     The loss is scaled so that summing micro-batches and averaging gradients over
     processes gives the algorithm's aggregation over the whole step
     (``losses.step_loss_scales``): the token mean stays global.
+
+    ``noise`` (one process only): ``samples`` hold whole groups of ``group_size`` in a
+    row; the even-numbered and odd-numbered groups run as two halves and ``noise`` gets
+    their gradients (see ``GradientNoise``). The step's gradient is the same sum.
     """
     device = accelerator.device
+    halves = [list(samples)]
+    if noise is not None and group_size > 0 and len(samples) >= 2 * group_size:
+        halves = [[s for j, s in enumerate(samples) if (j // group_size) % 2 == h] for h in (0, 1)]
     # Micro-batches of similar lengths pad little; the step's gradient is their sum either way.
-    ordered = sorted(samples, key=lambda s: len(s.ids))
-    chunks = [ordered[i: i + micro_batch_size] for i in range(0, len(ordered), micro_batch_size)]
+    chunks: list[list[Sample]] = []
+    for half in halves:
+        ordered = sorted(half, key=lambda s: len(s.ids))
+        chunks += [ordered[i: i + micro_batch_size] for i in range(0, len(ordered), micro_batch_size)]
+    split = -(-len(halves[0]) // micro_batch_size) if len(halves) == 2 else None  # first micro-batch of half B
     batches = [collate(chunk, pad_id, device) for chunk in chunks]
     scale_tokens, scale_seqs = step_loss_scales([b.loss_mask for b in batches])
     sums: dict[str, float] = {}
     n_tok = 0.0
     model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads_a: list[Tensor] = []
     for k, batch in enumerate(batches):
+        if k == split:
+            grads_a = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
         last = k == len(batches) - 1
         ctx = nullcontext() if last or accelerator.num_processes == 1 else accelerator.no_sync(model)
         with ctx:
@@ -192,6 +252,17 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value) * tokens
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+    noise_metrics: dict[str, float] = {}
+    if noise is not None and split is not None:
+        agg = getattr(algo_cfg, "agg", "token-mean")
+        (w_a, n_a), (w_b, n_b) = (_loss_weight([b.loss_mask for b in part], agg)
+                                  for part in (batches[:split], batches[split:]))
+        if min(w_a, w_b) > 0:
+            # Each half's share of the step's gradient, rescaled to that half's own loss.
+            grads_b = [(p.grad.detach() if p.grad is not None else torch.zeros_like(p)) - a
+                       for p, a in zip(params, grads_a)]
+            noise_metrics = noise.add([a * ((w_a + w_b) / w_a) for a in grads_a],
+                                      [b * ((w_a + w_b) / w_b) for b in grads_b], n_a, n_b)
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
@@ -200,6 +271,7 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
     out["actor/loss"] = sums.get("loss", 0.0)
     out["actor/grad_norm"] = float(grad_norm)
     out["actor/tokens"] = n_tok
+    out.update(noise_metrics)
     return out
 
 

@@ -104,6 +104,7 @@ class DemoRL:
     oversample: float = 2.0  # prompts rolled out per dynamic-sampling round / prompts still missing
     after_invalid: str = "train"  # "mask": no loss on the tokens after an episode's first invalid action
     balance_by: str | None = None  # "hops": a surplus of kept groups is taken round-robin over hop counts
+    grad_noise: bool = False  # log the gradient noise scale (grad_noise/scale_episodes) of every update
     mini_batch_prompts: int = 8
     micro_batch_size: int = 16
     lr: float = 1e-4

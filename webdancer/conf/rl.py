@@ -106,6 +106,10 @@ class RLConfig:
     # them round-robin over its values (e.g. hop counts) instead of in generation order, so
     # no kind of question fills the update alone (needs oversample > 1 to leave a surplus).
     balance_by: str | None = None
+    # Log the gradient noise scale (grad_noise/scale_episodes: the batch, in episodes, at
+    # which an update is half signal) from the two halves of every update's groups; one
+    # process only, and it holds one extra copy of the gradients.
+    grad_noise: bool = False
     mini_batch_prompts: int = 16  # prompts per optimizer step (updates per batch = prompts_per_step / this)
     epochs: int = 1  # passes over each rollout batch
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
