@@ -395,7 +395,7 @@ def train_rl(cfg: RLConfig) -> Path:
     if accelerator.is_main_process:
         logger.close(["reward/mean", "rollout/accuracy", "rollout/invalid_action_rate", "actor/entropy",
                       "actor/clip_frac", "actor/approx_kl", "rollout/response_length_mean",
-                      "filter/kept_group_ratio", "eval/accuracy"])
+                      "filter/kept_group_ratio", "eval/accuracy", "grad_noise/scale_episodes"])
     accelerator.wait_for_everyone()
     return run_dir
 
