@@ -226,7 +226,8 @@ def test_gradient_noise_recovers_a_known_noise_scale() -> None:
     noise = GradientNoise()
     for _ in range(1000):
         episodes = true + 0.5 * torch.randn(32, 64, generator=gen)
-        metrics = noise.add([episodes[:16].mean(0)], [episodes[16:].mean(0)], 16, 16)
+        g_a, g_b = episodes[:16].mean(0), episodes[16:].mean(0)
+        metrics = noise.add(float(g_a @ g_a), float(g_b @ g_b), float(g_a @ g_b), 16, 16)
     assert metrics["grad_noise/scale_episodes"] == pytest.approx(100, rel=0.1)
     assert metrics["grad_noise/trace"] == pytest.approx(16.0, rel=0.5)
     assert noise.trace_sum / 1000 == pytest.approx(16.0, rel=0.05)

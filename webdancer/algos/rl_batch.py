@@ -168,11 +168,9 @@ class GradientNoise:
         self.signal_sum = 0.0
         self.trace_sum = 0.0
 
-    def add(self, g_a: Sequence[Tensor], g_b: Sequence[Tensor], n_a: float, n_b: float) -> dict[str, float]:
-        """Take one update's half-batch gradients (per parameter) and episode counts."""
-        dot = sum(float((a.double() * b.double()).sum()) for a, b in zip(g_a, g_b))
-        sq_a = sum(float(a.double().pow(2).sum()) for a in g_a)
-        sq_b = sum(float(b.double().pow(2).sum()) for b in g_b)
+    def add(self, sq_a: float, sq_b: float, dot: float, n_a: float, n_b: float) -> dict[str, float]:
+        """Take one update's half-batch gradients as ``|g_A|^2``, ``|g_B|^2`` and
+        ``<g_A, g_B>``, and the halves' episode counts."""
         trace = (sq_a + sq_b - 2.0 * dot) / (1.0 / n_a + 1.0 / n_b)
         self.signal_sum += dot
         self.trace_sum += trace
@@ -258,11 +256,19 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
         (w_a, n_a), (w_b, n_b) = (_loss_weight([b.loss_mask for b in part], agg)
                                   for part in (batches[:split], batches[split:]))
         if min(w_a, w_b) > 0:
-            # Each half's share of the step's gradient, rescaled to that half's own loss.
-            grads_b = [(p.grad.detach() if p.grad is not None else torch.zeros_like(p)) - a
-                       for p, a in zip(params, grads_a)]
-            noise_metrics = noise.add([a * ((w_a + w_b) / w_a) for a in grads_a],
-                                      [b * ((w_a + w_b) / w_b) for b in grads_b], n_a, n_b)
+            # The accumulated gradient is c_A + c_B, each half's share of the step's loss;
+            # |c_B|^2 and <c_A, c_B> follow from |c_A|^2, <c_A, c_A + c_B> and |c_A + c_B|^2
+            # without building c_B. Rescaled by (w_A + w_B) / w_half, a share is that half's
+            # own gradient.
+            aa = ag = gg = 0.0
+            for p, a in zip(params, grads_a):
+                a64 = a.double()
+                g64 = p.grad.detach().double() if p.grad is not None else torch.zeros_like(a64)
+                aa += float(a64.pow(2).sum())
+                ag += float((a64 * g64).sum())
+                gg += float(g64.pow(2).sum())
+            f_a, f_b = (w_a + w_b) / w_a, (w_a + w_b) / w_b
+            noise_metrics = noise.add(aa * f_a**2, (gg - 2.0 * ag + aa) * f_b**2, (ag - aa) * f_a * f_b, n_a, n_b)
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
