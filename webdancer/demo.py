@@ -156,6 +156,7 @@ def evaluate_model(cfg: DemoConfig, name: str, model_dir: Path, web: Path, tasks
         "turns_mean": s["turns_mean"],
         "termination": s["termination"],
         "by_hops": {key: value["avg_pass@k"] for key, value in by_hops.items()},
+        "pass_at_k_curve": s["pass@k_curve"],
         "n_questions": s["n_questions"],
     }
 

@@ -42,6 +42,31 @@ def _bars_by_hops(report: dict[str, Any], out_png: Path) -> None:
     plt.close(fig)
 
 
+def _pass_at_k_plot(report: dict[str, Any], out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name in MODELS:
+        curve = report[name]["pass_at_k_curve"]
+        ks = [int(k) for k, v in curve.items() if v is not None]
+        ax.plot(ks, [curve[str(k)] for k in ks], marker="o", label=name)
+    ks = [int(k) for k in report["rl"]["pass_at_k_curve"]]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("k (tries per question)")
+    ax.set_ylabel("pass@k (unbiased)")
+    ax.set_ylim(0, 1)
+    ax.set_title("Held-out pass@k")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
 def compare(report: dict[str, Any], new: str, old: str) -> dict[str, Any]:
     """``new`` against ``old`` on Pass@1: the gain, the run-to-run spread (the wider range of
     either model's per-run Pass@1) and whether the gain exceeds it."""
@@ -78,6 +103,14 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
     hop_rows = ["| model | " + " | ".join(hop_keys) + " |", "|---|" + "---|" * len(hop_keys)]
     for name in MODELS:
         hop_rows.append(f"| {name} | " + " | ".join(_fmt(report[name]["by_hops"].get(g)) for g in hop_keys) + " |")
+    curve_keys = list(report["rl"].get("pass_at_k_curve") or {})
+    curve_rows = ["| model | " + " | ".join(f"pass@{k}" for k in curve_keys) + " |", "|---|" + "---|" * len(curve_keys)]
+    for name in MODELS:
+        curve = report[name].get("pass_at_k_curve") or {}
+        curve_rows.append(f"| {name} | " + " | ".join(_fmt(curve.get(k)) for k in curve_keys) + " |")
+    curve_lines = (["## pass@k (unbiased, from all runs)", "",
+                    "Where pass@1 sits under pass@k is what sharpening the policy can still take.", "",
+                    *curve_rows, "", "![pass@k](pass_at_k.png)", ""] if len(curve_keys) >= 2 else [])
     timing_rows = ["| stage | seconds |", "|---|---|"]
     timing_rows += [f"| {stage} | {secs:.1f} |" for stage, secs in report["timings_s"].items()]
     timing_rows.append(f"| total | {sum(report['timings_s'].values()):.1f} |")
@@ -104,6 +137,7 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
         "",
         "![accuracy by hops](accuracy_by_hops.png)",
         "",
+        *curve_lines,
         "## Training curves",
         "",
         "![RL curves](rl_curves.png)",
@@ -123,6 +157,8 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
     ]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     _bars_by_hops(report, out / "accuracy_by_hops.png")
+    if curve_lines:
+        _pass_at_k_plot(report, out / "pass_at_k.png")
     if rl_rows:
         plot_metrics(out / "rl" / "metrics.jsonl", out / "rl_curves.png",
                      ["reward/mean", "rollout/accuracy", "eval/accuracy", "rollout/invalid_action_rate",

@@ -37,6 +37,7 @@ def test_demo_writes_the_report_for_base_sft_and_rl(demo_run: Path) -> None:
         assert 0.0 <= r["pass_at_1"] <= r["pass_at_2"] <= 1.0
         assert r["n_questions"] == 6
         assert len(r["pass_at_1_per_run"]) == 2
+        assert list(r["pass_at_k_curve"]) == ["1", "2"] and r["pass_at_k_curve"]["2"] == r["pass_at_2"]
     assert set(report["timings_s"]) == {"web", "qa", "trajectories", "model", "sft", "rl", "eval"}
     assert report["info"]["qa"] == {"train": 24, "val": 3, "test": 6}
     assert report["split"] == "test"
@@ -52,9 +53,9 @@ def test_demo_writes_the_report_for_base_sft_and_rl(demo_run: Path) -> None:
     gain = report["comparisons"]["rl_vs_sft"]
     assert gain["pass_at_1_gain"] == pytest.approx(report["rl"]["pass_at_1"] - report["sft"]["pass_at_1"])
     assert "| rl vs sft |" in md and "| sft vs base |" in md
-    for png in ("accuracy_by_hops.png", "rl_curves.png", "rl_by_hops.png", "sft_curves.png"):
+    for png in ("accuracy_by_hops.png", "rl_curves.png", "rl_by_hops.png", "sft_curves.png", "pass_at_k.png"):
         assert (demo_run / png).stat().st_size > 1000, png
-    assert "rl_by_hops.png" in md
+    assert "rl_by_hops.png" in md and "| model | pass@1 | pass@2 |" in md
     rl_rows = [json.loads(line) for line in (demo_run / "rl" / "metrics.jsonl").open()]
     assert any(k.startswith("by_hops/") and k.endswith("/accuracy") for k in rl_rows[0])
     # every model is a plain HF directory, each evaluation has its own eval report

@@ -24,7 +24,7 @@ from webdancer.web.webdir import WebDir
 
 SUMMARY_KEYS = ("avg_pass@k", "best_pass@1", "pass@k", "cons@k", "pass@1_per_run",
                 "invalid_action_rate", "tool_calls_mean", "turns_mean", "tokens_mean",
-                "termination", "n_questions", "n_episodes")
+                "termination", "n_questions", "n_episodes", "pass@k_curve")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,7 +60,7 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path, tiny: Path, synthetic_we
     out = tmp_path / "eval"
     _eval_cli(tmp_path, tiny, synthetic_web, out, "first")
     for name in ("report.json", "report.md", "trajectories.jsonl", "tool_calls_hist.png",
-                 "accuracy_by_hops.png"):
+                 "accuracy_by_hops.png", "pass_at_k.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert (report["k"], report["benchmark"], report["engine"]) == (2, "synthetic", f"hf:{tiny}")
@@ -70,8 +70,11 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path, tiny: Path, synthetic_we
     assert sum(report["overall"]["termination"].values()) == 6
     assert "overall" in report["breakdowns"]["hops"]
     md = (out / "report.md").read_text()
-    for heading in ("| Avg. Pass@2 (mean Pass@1, %) |", "## Termination reasons", "## By hops"):
+    for heading in ("| Avg. Pass@2 (mean Pass@1, %) |", "## Termination reasons", "## By hops",
+                    "## pass@k over all 2 runs (unbiased, %)", "| group | pass@1 | pass@2 |"):
         assert heading in md
+    curve = report["overall"]["pass@k_curve"]
+    assert list(curve) == ["1", "2"] and curve["2"] == report["overall"]["pass@k"]
 
     rows = _rows(out / "trajectories.jsonl")
     assert sorted((r["task_id"], r["run"]) for r in rows) == sorted(

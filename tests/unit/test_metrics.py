@@ -11,6 +11,7 @@ from webdancer.eval.metrics import (
     breakdown,
     by_gaia_level,
     by_webwalker_cell,
+    curve_ks,
     majority_vote,
     pass_at_k,
     question_consensus,
@@ -103,6 +104,22 @@ def test_unbiased_skips_questions_with_too_few_judged_runs() -> None:
     rows += [ep("q2", 0, False, "y"), ep("q2", 1, None, "y"), ep("q2", 2, None, "y"),
              ep("q2", 3, None, "y")]
     assert summarize(rows, k=2)["pass@k_unbiased"] == 1.0
+
+
+def test_curve_ks_double_up_to_the_number_of_runs() -> None:
+    assert curve_ks(1) == [1] and curve_ks(3) == [1, 2, 3] and curve_ks(8) == [1, 2, 4, 8]
+    assert curve_ks(16) == [1, 2, 4, 8, 16] and curve_ks(12) == [1, 2, 4, 8, 12]
+
+
+def test_pass_at_k_curve_uses_every_run_and_only_judged_ones() -> None:
+    # q1: 1 of 4 right; q2: 3 of 4; q3: 1 of 2 judged (two unjudged), so it counts up to k = 2.
+    rows = [ep("q1", r, r == 3, "x") for r in range(4)] + [ep("q2", r, r != 0, "y") for r in range(4)]
+    rows += [ep("q3", 0, True, "z"), ep("q3", 1, False, "z"), ep("q3", 2, None, "z"), ep("q3", 3, None, "z")]
+    curve = summarize(rows, k=1)["pass@k_curve"]
+    assert list(curve) == ["1", "2", "4"]
+    assert curve["1"] == pytest.approx((1 / 4 + 3 / 4 + 1 / 2) / 3)
+    assert curve["2"] == pytest.approx(((1 - 3 / 6) + 1.0 + 1.0) / 3)  # q1: C(3,2)/C(4,2) of pairs miss
+    assert curve["4"] == pytest.approx(1.0)  # q1 and q2 each right once in 4; q3 has too few judged runs
 
 
 def test_behaviour_statistics_count_every_episode() -> None:

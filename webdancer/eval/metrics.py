@@ -15,6 +15,10 @@ ascending order are "the k runs"). From one ``EpisodeResult`` per (question, run
 - **pass@k (unbiased)**, Chen et al. 2021, when there are more runs ``n`` than ``k``:
   per question ``1 - C(n - c, k) / C(n, k)`` with ``c`` correct of ``n`` judged runs,
   averaged over questions with at least ``k`` judged runs.
+- **pass@k curve**: that estimate for k = 1, 2, 4, ... and the number of runs, from every
+  run. Where pass@1 sits under pass@n is the headroom that sharpening the policy (RL) can
+  take; an RL model whose curve is flatter than its SFT model's has narrowed what it
+  solves at large k (Yue et al. 2025, arXiv:2504.13837).
 
 Unjudged episodes (``correct is None``, see ``webdancer.rewards.judge``) never count as
 wrong: they are left out of every denominator and counted in ``n_unjudged``. A question
@@ -166,6 +170,23 @@ def _unbiased(table: Mapping[str, Mapping[int, EpisodeResult]], k: int) -> float
     return _mean(values)
 
 
+def curve_ks(n: int) -> list[int]:
+    """The k of the pass@k curve for ``n`` runs: powers of two below ``n``, then ``n``."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n] if n >= 1 else []
+
+
+def pass_at_k_curve(table: Mapping[str, Mapping[int, EpisodeResult]], n_runs: int) -> dict[str, float | None]:
+    """``{str(k): unbiased pass@k}`` for k in ``curve_ks(n_runs)``, each over the questions
+    with at least k judged runs."""
+    judged = [[e.correct for e in by_run.values() if e.correct is not None] for by_run in table.values()]
+    return {str(k): _mean([pass_at_k(len(j), sum(j), k) for j in judged if len(j) >= k])
+            for k in curve_ks(n_runs)}
+
+
 def _behaviour(results: Sequence[EpisodeResult]) -> dict[str, Any]:
     """Per-episode statistics over every episode, judged or not."""
     turns = sum(r.turns for r in results)
@@ -185,7 +206,8 @@ def summarize(results: Sequence[EpisodeResult], k: int,
 
     Keys: ``k``, ``runs``, ``n_questions``, ``n_episodes``, ``n_unjudged``,
     ``pass@1_per_run`` (aligned with ``runs``), ``avg_pass@k``, ``best_pass@1``, ``pass@k``,
-    ``cons@k``, ``pass@k_unbiased`` (None unless more than k runs), ``n_incomplete``,
+    ``cons@k``, ``pass@k_unbiased`` (None unless more than k runs), ``pass@k_curve`` (see
+    ``pass_at_k_curve``; over all runs), ``n_incomplete``,
     ``n_undecided_pass@k``, ``n_undecided_cons@k``, ``invalid_action_rate``,
     ``tool_calls_mean``, ``turns_mean``, ``tokens_mean``, ``termination`` (counts).
     """
@@ -209,6 +231,7 @@ def summarize(results: Sequence[EpisodeResult], k: int,
         "best_pass@1": max(first_k_acc) if first_k_acc else None,
         **_questions(table, first_k),
         "pass@k_unbiased": _unbiased(table, k) if len(all_runs) > k else None,
+        "pass@k_curve": pass_at_k_curve(table, len(all_runs)),
         **_behaviour(results),
     }
 

@@ -162,6 +162,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     for name, groups in report.get("breakdowns", {}).items():
         table = _table(header, _breakdown_rows(groups))
         lines += [f"## {titles.get(name, name)}", ""] + table + [""]
+    lines += _curve_section(overall, report.get("breakdowns", {}))
     termination = overall.get("termination", {})
     total = sum(termination.values()) or 1
     rows = [[reason or "(none)", str(n), _pct(n / total)] for reason, n in termination.items()]
@@ -172,13 +173,32 @@ def markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _curve_groups(overall: Mapping[str, Any],
+                  breakdowns: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Mapping[str, Any]]:
+    """{row name: pass@k curve}: overall, then every breakdown's groups."""
+    rows = {"overall": overall.get("pass@k_curve") or {}}
+    for groups in breakdowns.values():
+        rows.update({name: s.get("pass@k_curve") or {} for name, s in groups.items() if name != "overall"})
+    return rows
+
+
+def _curve_section(overall: Mapping[str, Any], breakdowns: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    curve = overall.get("pass@k_curve") or {}
+    if len(curve) < 2:  # one run: the curve is pass@1 alone
+        return []
+    ks = list(curve)
+    rows = [[name, *(_pct(c.get(k)) for k in ks)] for name, c in _curve_groups(overall, breakdowns).items()]
+    return ([f"## pass@k over all {ks[-1]} runs (unbiased, %)", ""]
+            + _table(["group", *(f"pass@{k}" for k in ks)], rows) + [""])
+
+
 # ------------------------------------------------------------------------------ plots
 
 
 def write_plots(report: Mapping[str, Any], results: Sequence[EpisodeResult],
                 out: Path) -> dict[str, Path]:
-    """Accuracy bars per breakdown and the tool-call histogram; drawn without pyplot, so
-    no display and no global backend switch are needed."""
+    """Accuracy bars per breakdown, the pass@k curve (two runs or more) and the tool-call
+    histogram; drawn without pyplot, so no display and no global backend switch are needed."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -206,6 +226,23 @@ def write_plots(report: Mapping[str, Any], results: Sequence[EpisodeResult],
         ax.legend(fontsize=8)
         paths[name] = out / file_name
         fig.savefig(paths[name], dpi=110)
+    curves = _curve_groups(report["overall"], report.get("breakdowns", {}))
+    if len(curves["overall"]) >= 2:
+        fig = Figure(figsize=(4.8, 3.4), layout="constrained")
+        ax = fig.add_subplot()
+        for name, curve in curves.items():
+            ks = [int(k) for k, v in curve.items() if v is not None]
+            ax.plot(ks, [100 * curve[str(k)] for k in ks], marker="o", label=name,
+                    linewidth=2.2 if name == "overall" else 1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([int(k) for k in curves["overall"]], list(curves["overall"]))
+        ax.set_xlabel("k (tries per question)")
+        ax.set_ylabel("pass@k (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{report.get('engine', '')}: pass@k", fontsize=9)
+        ax.legend(fontsize=8)
+        paths["pass_at_k"] = out / "pass_at_k.png"
+        fig.savefig(paths["pass_at_k"], dpi=110)
     counts = Counter(r.tool_calls for r in results)
     fig = Figure(figsize=(4.5, 3.2), layout="constrained")
     ax = fig.add_subplot()
