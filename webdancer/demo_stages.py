@@ -88,7 +88,7 @@ def rl_stage(cfg: DemoConfig, sft: Path, web: Path, qa: Path, out: Path) -> Path
         tasks=TaskSection(train=str(qa / "train.jsonl"), test=str(qa / "val.jsonl")),  # never the test split
         rollout=RolloutSection(max_turns=e.max_turns, max_new_tokens=e.max_new_tokens,
                                max_context_tokens=e.max_context_tokens, temperature=r.temperature,
-                               prompt_style=e.prompt_style),
+                               prompt_style=e.prompt_style, max_in_flight=r.max_in_flight),
         steps=r.steps, prompts_per_step=r.prompts_per_step, group_size=r.group_size, filter_on=r.filter_on,
         oversample=r.oversample, after_invalid=r.after_invalid, metrics_by="hops",
         balance_by=r.balance_by, grad_noise=r.grad_noise,

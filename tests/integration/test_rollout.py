@@ -156,3 +156,30 @@ def test_tiny_model_rollout_groups_and_logprobs(tiny_dir: Path, synthetic_web: P
     logp = torch.log_softmax(logits[:-1], -1).gather(-1, torch.tensor(traj.ids[1:])[:, None])[:, 0]
     idx = [i for i, m in enumerate(traj.loss_mask) if m]
     assert torch.allclose(logp[torch.tensor(idx) - 1], torch.tensor([traj.logprobs[i] for i in idx]), atol=1e-4)
+
+
+def test_max_in_flight_runs_episodes_in_waves_with_the_same_results(tiny_dir: Path, synthetic_web: Path) -> None:
+    from webdancer.agents.engines.hf import HFEngine
+
+    class Counting(HFEngine):
+        def generate(self, prompts, params):  # type: ignore[no-untyped-def]
+            self.calls.append(len(prompts))
+            return super().generate(prompts, params)
+
+    engine = Counting.from_pretrained(str(tiny_dir))
+    tasks = list(SyntheticTasks(WebDir(synthetic_web).graph(), n=3, hops=1, split="all"))
+
+    def run(max_in_flight: int) -> tuple[list, list[int]]:
+        engine.calls = []
+        cfg = RolloutConfig(max_turns=2, max_new_tokens=12, max_context_tokens=1024, prompt_style="compact",
+                            temperature=0.0, seed=0, progress=False, max_in_flight=max_in_flight)
+        return Rollout(engine, lambda: WebEnv(synthetic_web, tasks=tasks), cfg).run(tasks, group_size=2), engine.calls
+
+    together, calls = run(0)
+    assert calls[0] == 6
+    waves, calls = run(4)
+    assert max(calls) <= 4 and calls[0] == 4
+    assert [(t.group, t.sample, t.task.id) for t in waves] == [(t.group, t.sample, t.task.id) for t in together]
+    assert [t.ids for t in waves] == [t.ids for t in together]  # greedy: waves change nothing but the batching
+    with pytest.raises(ValueError, match="max_in_flight"):
+        run(-1)

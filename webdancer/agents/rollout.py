@@ -59,6 +59,10 @@ class RolloutConfig:
     tools: tuple[str, ...] = ("search", "visit")
     date: str | None = None
     progress: bool = True
+    # Episodes generated together; 0: all of a call's episodes at once. With an HF engine a
+    # bound keeps the multi-turn prefix cache (``HFEngine(prefix_cache_mb=...)``) large
+    # enough for every episode in flight: past it, each turn prefills whole contexts again.
+    max_in_flight: int = 0
 
     @property
     def max_response_tokens(self) -> int:
@@ -147,30 +151,40 @@ class Rollout:
         return self._envs[i]
 
     def run(self, tasks: Sequence[Task], group_size: int = 1, *, group_offset: int = 0) -> list[Trajectory]:
-        """One trajectory per (task, sample), ordered by task then sample; ``group`` = task index + offset."""
+        """One trajectory per (task, sample), ordered by task then sample; ``group`` = task index + offset.
+
+        Episodes run ``cfg.max_in_flight`` at a time (all at once when 0), each wave to its end."""
         cfg, tok = self.cfg, self.engine.tokenizer
-        live: list[_Live] = []
+        if cfg.max_in_flight < 0:
+            raise ValueError(f"max_in_flight={cfg.max_in_flight} must be >= 0 (0: every episode at once).")
+        starts: list[tuple[Task, int, int, list[Message], list[int]]] = []
         for t, task in enumerate(tasks):
             messages = build_messages(task.question, cfg.tools, style=cfg.prompt_style, date=cfg.date)
             ids = encode(tok, render_text(tok, messages, add_generation_prompt=True))
-            for g in range(group_size):
+            starts += [(task, group_offset + t, g, messages, ids) for g in range(group_size)]
+        wave = cfg.max_in_flight or max(len(starts), 1)
+        bar = tqdm(total=len(starts), desc="rollout", unit="ep", disable=not cfg.progress, leave=False)
+        out: list[Trajectory] = []
+        round_index = 0
+        for first in range(0, len(starts), wave):
+            live: list[_Live] = []
+            for task, group, g, messages, ids in starts[first: first + wave]:
                 env = self._env(len(live))
                 env.max_turns = cfg.max_turns
                 env.reset(options={"task": task})  # every sample of a group starts from the same task
-                traj = Trajectory(task=task, group=group_offset + t, sample=g, messages=list(messages),
+                traj = Trajectory(task=task, group=group, sample=g, messages=list(messages),
                                   prompt_len=len(ids), ids=list(ids), loss_mask=[0] * len(ids),
                                   logprobs=[0.0] * len(ids), engine=type(self.engine).__name__)
                 live.append(_Live(traj, env, list(messages)))
-        bar = tqdm(total=len(live), desc="rollout", unit="ep", disable=not cfg.progress, leave=False)
-        round_index = 0
-        while active := [x for x in live if not x.done]:
-            # Seeds differ per call (group_offset) and per round, and repeat on a rerun.
-            self._round(active, group_offset * 1_009 + round_index)
-            round_index += 1
-            bar.update(sum(x.done for x in active))
+            while active := [x for x in live if not x.done]:
+                # Seeds differ per call (group_offset) and per round, and repeat on a rerun.
+                self._round(active, group_offset * 1_009 + round_index)
+                round_index += 1
+                bar.update(sum(x.done for x in active))
+            out += [x.traj for x in live]
         bar.close()
-        self.stats.episodes += len(live)
-        return [x.traj for x in live]
+        self.stats.episodes += len(out)
+        return out
 
     def _round(self, active: list[_Live], round_index: int) -> None:
         cfg = self.cfg

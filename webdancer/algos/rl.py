@@ -100,7 +100,7 @@ def rollout_config(cfg: RLConfig, **changes: Any) -> RolloutConfig:
     base = RolloutConfig(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens,
                          max_context_tokens=r.max_context_tokens, temperature=r.temperature, top_p=r.top_p,
                          top_k=r.top_k, prompt_style=r.prompt_style, tool_role=r.tool_role, seed=cfg.seed,
-                         date="2025-01-01", progress=cfg.progress)
+                         date="2025-01-01", progress=cfg.progress, max_in_flight=r.max_in_flight)
     return dataclasses.replace(base, **changes)
 
 

@@ -107,6 +107,7 @@ class DemoRL:
     grad_noise: bool = False  # log the gradient noise scale (grad_noise/scale_episodes) of every update
     mini_batch_prompts: int = 8
     micro_batch_size: int = 16
+    max_in_flight: int = 256  # episodes generated together; more than fit the prefix cache are slower
     lr: float = 1e-4
     temperature: float = 1.0
 

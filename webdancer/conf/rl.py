@@ -71,6 +71,9 @@ class RolloutSection:
     top_k: int = 0
     prompt_style: str = "webdancer"
     tool_role: bool = False
+    # Episodes generated together (0: a whole round at once). With the HF engine, keep it
+    # where every episode's context fits the prefix cache (see RolloutConfig.max_in_flight).
+    max_in_flight: int = 0
 
 
 @dataclass
@@ -149,6 +152,9 @@ class RLConfig:
                              "(algo.soft_overlong=true with dapo).")
         if self.group_size < 2:
             raise ValueError(f"group_size={self.group_size} must be at least 2 for group-relative advantages.")
+        if self.rollout.max_in_flight < 0:
+            raise ValueError(f"rollout.max_in_flight={self.rollout.max_in_flight} must be >= 0 "
+                             "(0: a whole round at once).")
 
 
 def algo_node(name: str, config_type: type) -> type:
