@@ -18,7 +18,9 @@ episodes/s, speedup in tokens/s over the sequential loop, the share of wall time
 spent in the env (``RolloutStats.env_share``: tool calls, parsing and observation
 tokenization) and the seconds spent in ``engine.generate``. Targets: >= 8x the
 sequential loop at 16 envs; env share < 5%. ``--profile N`` adds a cProfile of one
-N-env rollout.
+N-env rollout. ``--waves W`` adds, for every env count above W, the same run with
+``max_in_flight=W`` (episodes in waves of W): past what the HF engine's prefix cache
+holds, a round of N at once prefills whole contexts again every turn.
 
 A random tiny model rarely writes a valid tool call, so most turns run to the
 token budget and come back as short error observations: the numbers measure the
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import json
 import os
 import platform
@@ -100,11 +103,11 @@ def run_sequential(engine: HFEngine, pool: EnvPool, tasks: Sequence[Task], episo
 
 
 def run_concurrent(engine: HFEngine, pool: EnvPool, tasks: Sequence[Task], envs: int, group_size: int,
-                   min_episodes: int) -> dict[str, Any]:
-    """``envs`` episodes at once (``envs / group_size`` tasks x ``group_size``), repeated
-    over fresh tasks until at least ``min_episodes`` episodes ran."""
+                   min_episodes: int, waves: int = 0) -> dict[str, Any]:
+    """``envs`` episodes at once (``envs / group_size`` tasks x ``group_size``; ``waves``: at
+    most that many in flight), repeated over fresh tasks until at least ``min_episodes`` ran."""
     per_call = max(1, envs // group_size)
-    rollout = Rollout(engine, pool, CONFIG)
+    rollout = Rollout(engine, pool, dataclasses.replace(CONFIG, max_in_flight=waves))
     rollout.run(tasks[len(tasks) - per_call :], group_size)  # warm-up on tasks not measured; builds the envs
     rollout.stats = type(rollout.stats)()
     engine.clear_prefix_cache()
@@ -114,18 +117,21 @@ def run_concurrent(engine: HFEngine, pool: EnvPool, tasks: Sequence[Task], envs:
         chunk = [tasks[(start + k) % len(tasks)] for k in range(per_call)]
         rollout.run(chunk, group_size, group_offset=batch * per_call)
         start, batch = start + per_call, batch + 1
-    return _row(f"{per_call * group_size} envs", per_call * group_size, rollout, time.perf_counter() - t0)
+    name = f"{per_call * group_size} envs" + (f" / {waves}" if waves else "")
+    return _row(name, per_call * group_size, rollout, time.perf_counter() - t0)
 
 
 def measure(engine: HFEngine, pool: EnvPool, tasks: Sequence[Task], counts: list[int],
             args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every run ``--repeats`` times, interleaved (so that a busy spell on a shared
     machine hits all runs alike); each row is the repeat with the median tokens/s."""
-    trials: list[list[dict[str, Any]]] = [[] for _ in range(len(counts) + 1)]
+    runs = [(n, 0) for n in counts] + [(n, args.waves) for n in counts if args.waves and n > args.waves]
+    trials: list[list[dict[str, Any]]] = [[] for _ in range(len(runs) + 1)]
     for _ in range(args.repeats):
         trials[0].append(run_sequential(engine, pool, tasks, args.min_episodes))
-        for i, n in enumerate(counts, start=1):
-            trials[i].append(run_concurrent(engine, pool, tasks, n, args.group_size, max(n, args.min_episodes)))
+        for i, (n, waves) in enumerate(runs, start=1):
+            trials[i].append(run_concurrent(engine, pool, tasks, n, args.group_size, max(n, args.min_episodes),
+                                            waves))
     rows = []
     for runs in trials:
         ranked = sorted(runs, key=lambda r: r["tokens_per_s"])
@@ -171,12 +177,12 @@ def machine_info(threads: int, model_dir: Path) -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'run':<12}{'episodes':>9}{'tokens':>8}{'tok/s':>9}{'ep/s':>8}{'speedup':>9}"
+    header = (f"{'run':<18}{'episodes':>9}{'tokens':>8}{'tok/s':>9}{'ep/s':>8}{'speedup':>9}"
               f"{'env share':>11}{'gen s':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['name']:<12}{r['episodes']:>9}{r['generated_tokens']:>8}{r['tokens_per_s']:>9.0f}"
+        print(f"{r['name']:<18}{r['episodes']:>9}{r['generated_tokens']:>8}{r['tokens_per_s']:>9.0f}"
               f"{r['episodes_per_s']:>8.2f}{r['speedup']:>8.1f}x{r['env_share']:>10.1%}{r['generate_s']:>8.1f}")
 
 
@@ -190,6 +196,8 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=1, help="samples per task (G) in concurrent runs")
     parser.add_argument("--min-episodes", type=int, default=16, help="episodes per measurement, at least")
     parser.add_argument("--repeats", type=int, default=3, help="measure every run this often, interleaved")
+    parser.add_argument("--waves", type=int, default=0, metavar="W",
+                        help="also run every env count above W with at most W episodes in flight")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile one N-env rollout with cProfile (own time per function)")
     args = parser.parse_args()
@@ -217,6 +225,7 @@ def main() -> None:
         "config": {k: getattr(CONFIG, k) for k in ("max_turns", "max_new_tokens", "max_context_tokens",
                                                     "prompt_style", "temperature", "seed")},
         "group_size": args.group_size,
+        "waves": args.waves,
         "min_episodes": args.min_episodes,
         "machine": info,
         "runs": rows,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +71,19 @@ def _pass_at_k_plot(report: dict[str, Any], out_png: Path) -> None:
 
 def compare(report: dict[str, Any], new: str, old: str) -> dict[str, Any]:
     """``new`` against ``old`` on Pass@1: the gain, the run-to-run spread (the wider range of
-    either model's per-run Pass@1) and whether the gain exceeds it."""
+    either model's per-run Pass@1) and whether the gain exceeds it, and the gain's standard
+    error from the two models' per-run Pass@1 (the sampling noise of the runs on these
+    questions; None with fewer than two runs). The range grows with the number of runs and
+    the standard error shrinks, so with many runs a gain can be several standard errors
+    and still inside the spread."""
+    runs = {m: report[m]["pass_at_1_per_run"] for m in (new, old)}
     delta = report[new]["pass_at_1"] - report[old]["pass_at_1"]
-    spread = max(max(runs) - min(runs) for runs in (report[m]["pass_at_1_per_run"] for m in (new, old)))
+    spread = max(max(r) - min(r) for r in runs.values())
+    se = (math.sqrt(sum(statistics.variance(r) / len(r) for r in runs.values()))
+          if all(len(r) >= 2 for r in runs.values()) else None)
     invalid = report[new]["invalid_action_rate"] - report[old]["invalid_action_rate"]
     return {"pass_at_1_gain": delta, "run_spread": spread, "beyond_spread": delta > spread,
+            "pass_at_1_gain_se": se, "gain_in_se": delta / se if se else None,
             "invalid_action_rate_change": invalid}
 
 
@@ -94,10 +104,11 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
         per_run = ", ".join(_fmt(x) for x in r["pass_at_1_per_run"])
         rows.append(f"| {name} | {_fmt(r['pass_at_1'])} | {per_run} | {_fmt(r[f'pass_at_{k}'])} | "
                     f"{_fmt(r[f'cons_at_{k}'])} | {_fmt(r['invalid_action_rate'])} | {_fmt(r['tool_calls_mean'])} |")
-    gain_rows = ["| comparison | Pass@1 gain | run-to-run spread | gain beyond the spread | invalid-action rate change |",
-                 "|---|---|---|---|---|"]
+    gain_rows = [("| comparison | Pass@1 gain | standard error (gain / SE) | run-to-run spread "
+                  "| gain beyond the spread | invalid-action rate change |"), "|---|---|---|---|---|---|"]
     for key, c in report["comparisons"].items():
-        gain_rows.append(f"| {key.replace('_vs_', ' vs ')} | {c['pass_at_1_gain']:+.3f} | {c['run_spread']:.3f} | "
+        se = "-" if c["pass_at_1_gain_se"] is None else f"{c['pass_at_1_gain_se']:.3f} ({c['gain_in_se']:+.1f})"
+        gain_rows.append(f"| {key.replace('_vs_', ' vs ')} | {c['pass_at_1_gain']:+.3f} | {se} | {c['run_spread']:.3f} | "
                          f"{'yes' if c['beyond_spread'] else 'no'} | {c['invalid_action_rate_change']:+.3f} |")
     hop_keys = [g for g in report["rl"]["by_hops"] if g != "overall"]
     hop_rows = ["| model | " + " | ".join(hop_keys) + " |", "|---|" + "---|" * len(hop_keys)]

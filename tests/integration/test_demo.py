@@ -98,8 +98,13 @@ def test_a_gain_counts_only_beyond_the_run_to_run_spread() -> None:
     c = compare(report, "rl", "sft")
     assert c["pass_at_1_gain"] == pytest.approx(0.08) and c["run_spread"] == pytest.approx(0.1)
     assert not c["beyond_spread"] and c["invalid_action_rate_change"] == pytest.approx(-0.15)
+    # per-run variances 0.0025 and 0.0004, three runs each: SE = sqrt(0.0029 / 3)
+    assert c["pass_at_1_gain_se"] == pytest.approx((0.0029 / 3) ** 0.5)
+    assert c["gain_in_se"] == pytest.approx(0.08 / (0.0029 / 3) ** 0.5)
     report["rl"].update(pass_at_1=0.7, pass_at_1_per_run=[0.68, 0.7, 0.72])
     assert compare(report, "rl", "sft")["beyond_spread"]
+    report["rl"]["pass_at_1_per_run"] = [0.7]
+    assert compare(report, "rl", "sft")["pass_at_1_gain_se"] is None
 
 
 def test_unknown_split_is_named() -> None:
