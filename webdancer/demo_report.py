@@ -61,7 +61,7 @@ def _pass_at_k_plot(report: dict[str, Any], out_png: Path) -> None:
     ax.set_xlabel("k (tries per question)")
     ax.set_ylabel("pass@k (unbiased)")
     ax.set_ylim(0, 1)
-    ax.set_title("Held-out pass@k")
+    ax.set_title(f"Held-out pass@k ({report.get('split', 'test')} split)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -232,3 +232,21 @@ def test_gradient_noise_recovers_a_known_noise_scale() -> None:
     assert metrics["grad_noise/trace"] == pytest.approx(16.0, rel=0.5)
     assert noise.trace_sum / 1000 == pytest.approx(16.0, rel=0.05)
     assert noise.signal_sum / 1000 == pytest.approx(0.16, rel=0.1)
+
+
+def test_rollout_waves_and_prefix_cache_reach_the_rollout_and_the_engine(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from webdancer.agents.tiny import make_tiny
+    from webdancer.algos.rl import rollout_config, rollout_engine
+
+    cfg = rl_config(rollout=RolloutSection(max_in_flight=96, prefix_cache_mb=32.0))
+    assert rollout_config(cfg).max_in_flight == 96
+    path = make_tiny(tmp_path / "tiny", hidden_size=32, num_layers=1)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    engine = rollout_engine(cfg, model, tokenizer)
+    assert engine.prefix_cache is not None and engine.prefix_cache.max_bytes == 32 * 2**20
+    assert rollout_engine(rl_config(rollout=RolloutSection(prefix_cache_mb=0.0)), model, tokenizer).prefix_cache is None
+    for option, match in (("max_in_flight", "rollout.max_in_flight=-1"), ("prefix_cache_mb", "rollout.prefix_cache_mb=-1")):
+        with pytest.raises(ValueError, match=match):
+            rl_config(rollout=RolloutSection(**{option: -1}))

@@ -108,7 +108,7 @@ def rollout_engine(cfg: RLConfig, policy: Any, tokenizer: Any) -> Any:
     """The engine that generates rollouts: the policy itself through transformers (an update
     is visible to the next rollout at once), or vLLM, given the new weights after each update."""
     if cfg.rollout_engine == "hf":
-        return HFEngine(policy, tokenizer)
+        return HFEngine(policy, tokenizer, prefix_cache_mb=cfg.rollout.prefix_cache_mb)
     from webdancer.agents.engines.vllm import VLLMEngine
 
     return VLLMEngine.from_pretrained(cfg.model, dtype=cfg.dtype, seed=cfg.seed,

@@ -107,7 +107,10 @@ class DemoRL:
     grad_noise: bool = False  # log the gradient noise scale (grad_noise/scale_episodes) of every update
     mini_batch_prompts: int = 8
     micro_batch_size: int = 16
-    max_in_flight: int = 256  # episodes generated together; more than fit the prefix cache are slower
+    # Episodes generated together. The model's keys and values take 3 KiB a token, so the
+    # engine's 256 MB prefix cache holds about 128 episodes of the demo's length; a larger
+    # round prefills whole contexts again every turn (larger prompts_per_step).
+    max_in_flight: int = 128
     lr: float = 1e-4
     temperature: float = 1.0
 

@@ -74,6 +74,8 @@ class RolloutSection:
     # Episodes generated together (0: a whole round at once). With the HF engine, keep it
     # where every episode's context fits the prefix cache (see RolloutConfig.max_in_flight).
     max_in_flight: int = 0
+    # The HF engine's store of each conversation's keys and values between turns (0: off).
+    prefix_cache_mb: float = 256.0
 
 
 @dataclass
@@ -152,6 +154,8 @@ class RLConfig:
                              "(algo.soft_overlong=true with dapo).")
         if self.group_size < 2:
             raise ValueError(f"group_size={self.group_size} must be at least 2 for group-relative advantages.")
+        if self.rollout.prefix_cache_mb < 0:
+            raise ValueError(f"rollout.prefix_cache_mb={self.rollout.prefix_cache_mb} must be >= 0 (0: no prefix cache).")
         if self.rollout.max_in_flight < 0:
             raise ValueError(f"rollout.max_in_flight={self.rollout.max_in_flight} must be >= 0 "
                              "(0: a whole round at once).")
