@@ -107,7 +107,9 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
     gain_rows = [("| comparison | Pass@1 gain | standard error (gain / SE) | run-to-run spread "
                   "| gain beyond the spread | invalid-action rate change |"), "|---|---|---|---|---|---|"]
     for key, c in report["comparisons"].items():
-        se = "-" if c["pass_at_1_gain_se"] is None else f"{c['pass_at_1_gain_se']:.3f} ({c['gain_in_se']:+.1f})"
+        se = "-" if c["pass_at_1_gain_se"] is None else f"{c['pass_at_1_gain_se']:.3f}"
+        if c["gain_in_se"] is not None:
+            se += f" ({c['gain_in_se']:+.1f})"
         gain_rows.append(f"| {key.replace('_vs_', ' vs ')} | {c['pass_at_1_gain']:+.3f} | {se} | {c['run_spread']:.3f} | "
                          f"{'yes' if c['beyond_spread'] else 'no'} | {c['invalid_action_rate_change']:+.3f} |")
     hop_keys = [g for g in report["rl"]["by_hops"] if g != "overall"]

@@ -105,6 +105,11 @@ def test_a_gain_counts_only_beyond_the_run_to_run_spread() -> None:
     assert compare(report, "rl", "sft")["beyond_spread"]
     report["rl"]["pass_at_1_per_run"] = [0.7]
     assert compare(report, "rl", "sft")["pass_at_1_gain_se"] is None
+    # identical runs (an untrained model scores 0 in every run): no spread, no ratio
+    report.update(sft={"pass_at_1": 0.0, "pass_at_1_per_run": [0.0, 0.0], "invalid_action_rate": 1.0},
+                  rl={"pass_at_1": 0.0, "pass_at_1_per_run": [0.0, 0.0], "invalid_action_rate": 1.0})
+    c = compare(report, "rl", "sft")
+    assert c["pass_at_1_gain_se"] == 0.0 and c["gain_in_se"] is None
 
 
 def test_unknown_split_is_named() -> None:
