@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from webdancer.eval.report import plot_pass_at_k
 from webdancer.runlog import plot_metrics, read_metrics
 
 MODELS = ("base", "sft", "rl")
@@ -39,31 +40,6 @@ def _bars_by_hops(report: dict[str, Any], out_png: Path) -> None:
     ax.set_title("Held-out accuracy by hop count")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-
-
-def _pass_at_k_plot(report: dict[str, Any], out_png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for name in MODELS:
-        curve = report[name]["pass_at_k_curve"]
-        ks = [int(k) for k, v in curve.items() if v is not None]
-        ax.plot(ks, [curve[str(k)] for k in ks], marker="o", label=name)
-    ks = [int(k) for k in report["rl"]["pass_at_k_curve"]]
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("k (tries per question)")
-    ax.set_ylabel("pass@k (unbiased)")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"Held-out pass@k ({report.get('split', 'test')} split)")
-    ax.legend()
-    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
@@ -171,7 +147,8 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     _bars_by_hops(report, out / "accuracy_by_hops.png")
     if curve_lines:
-        _pass_at_k_plot(report, out / "pass_at_k.png")
+        plot_pass_at_k({name: report[name]["pass_at_k_curve"] for name in MODELS},
+                       f"Held-out pass@k ({split} split)", out / "pass_at_k.png")
     if rl_rows:
         plot_metrics(out / "rl" / "metrics.jsonl", out / "rl_curves.png",
                      ["reward/mean", "rollout/accuracy", "eval/accuracy", "rollout/invalid_action_rate",

@@ -108,8 +108,9 @@ class DemoRL:
     mini_batch_prompts: int = 8
     micro_batch_size: int = 16
     # Episodes generated together. The model's keys and values take 3 KiB a token, so the
-    # engine's 256 MB prefix cache holds about 128 episodes of the demo's length; a larger
-    # round prefills whole contexts again every turn (larger prompts_per_step).
+    # engine's 256 MB prefix cache holds about 87,000 tokens: 128 episodes of up to 680
+    # tokens. A larger round (a larger prompts_per_step) prefills whole contexts again
+    # every turn once the cache is full.
     max_in_flight: int = 128
     lr: float = 1e-4
     temperature: float = 1.0

@@ -182,9 +182,7 @@ def curve_ks(n: int) -> list[int]:
 def pass_at_k_curve(table: Mapping[str, Mapping[int, EpisodeResult]], n_runs: int) -> dict[str, float | None]:
     """``{str(k): unbiased pass@k}`` for k in ``curve_ks(n_runs)``, each over the questions
     with at least k judged runs."""
-    judged = [[e.correct for e in by_run.values() if e.correct is not None] for by_run in table.values()]
-    return {str(k): _mean([pass_at_k(len(j), sum(j), k) for j in judged if len(j) >= k])
-            for k in curve_ks(n_runs)}
+    return {str(k): _unbiased(table, k) for k in curve_ks(n_runs)}
 
 
 def _behaviour(results: Sequence[EpisodeResult]) -> dict[str, Any]:

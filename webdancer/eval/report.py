@@ -195,6 +195,31 @@ def _curve_section(overall: Mapping[str, Any], breakdowns: Mapping[str, Mapping[
 # ------------------------------------------------------------------------------ plots
 
 
+def plot_pass_at_k(curves: Mapping[str, Mapping[str, float | None]], title: str, path: Path, *,
+                   bold: str | None = None) -> None:
+    """One line per ``{name: {str(k): pass@k}}`` curve on a log2 k axis, in percent; the
+    curve named ``bold`` drawn thicker. Drawn without pyplot."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.8, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    ticks: set[int] = set()
+    for name, curve in curves.items():
+        ks = [int(k) for k, v in curve.items() if v is not None]
+        ticks.update(ks)
+        ax.plot(ks, [100 * curve[str(k)] for k in ks], marker="o", label=name,
+                linewidth=2.2 if name == bold else 1.2)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(ticks), [str(k) for k in sorted(ticks)])
+    ax.set_xlabel("k (tries per question)")
+    ax.set_ylabel("pass@k (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+
+
 def write_plots(report: Mapping[str, Any], results: Sequence[EpisodeResult],
                 out: Path) -> dict[str, Path]:
     """Accuracy bars per breakdown, the pass@k curve (two runs or more) and the tool-call
@@ -228,21 +253,8 @@ def write_plots(report: Mapping[str, Any], results: Sequence[EpisodeResult],
         fig.savefig(paths[name], dpi=110)
     curves = _curve_groups(report["overall"], report.get("breakdowns", {}))
     if len(curves["overall"]) >= 2:
-        fig = Figure(figsize=(4.8, 3.4), layout="constrained")
-        ax = fig.add_subplot()
-        for name, curve in curves.items():
-            ks = [int(k) for k, v in curve.items() if v is not None]
-            ax.plot(ks, [100 * curve[str(k)] for k in ks], marker="o", label=name,
-                    linewidth=2.2 if name == "overall" else 1.2)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([int(k) for k in curves["overall"]], list(curves["overall"]))
-        ax.set_xlabel("k (tries per question)")
-        ax.set_ylabel("pass@k (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title(f"{report.get('engine', '')}: pass@k", fontsize=9)
-        ax.legend(fontsize=8)
         paths["pass_at_k"] = out / "pass_at_k.png"
-        fig.savefig(paths["pass_at_k"], dpi=110)
+        plot_pass_at_k(curves, f"{report.get('engine', '')}: pass@k", paths["pass_at_k"], bold="overall")
     counts = Counter(r.tool_calls for r in results)
     fig = Figure(figsize=(4.5, 3.2), layout="constrained")
     ax = fig.add_subplot()
