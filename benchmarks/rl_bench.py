@@ -37,7 +37,12 @@ recorded). Target: ours >= 1.3x TRL.
 Multi-turn: ``train_rl`` for ``--mt-steps`` steps on the cached 2,000-page synthetic web
 (4 prompts x G 8, max_turns 4, 48 new tokens per turn, compact prompt); reports
 ``perf/rollout_tokens_per_s``, ``perf/update_tokens_per_s`` and ``perf/env_share`` from
-its ``metrics.jsonl``.
+its ``metrics.jsonl``. ``--mt-model DIR`` runs it from a trained model (e.g. the demo's
+``sft/final``, whose turns end in tool calls and answers rather than at the token budget)
+instead of the random tiny one;
+``--mt-micro-batch 1,4,16`` runs it once per micro-batch size (episodes per
+forward/backward pass; default G) and reports each run's update seconds and tokens/s
+(``multi_turn_by_micro_batch``), the same steps and rollouts every time.
 """
 
 from __future__ import annotations
@@ -220,24 +225,31 @@ def run_trl(model_dir: Path, args: argparse.Namespace, work: Path) -> tuple[list
 
 
 # ----------------------------------------------------------------------------- multi-turn
-def run_multi_turn(model_dir: Path, web: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run_multi_turn(model_dir: Path, web: Path, args: argparse.Namespace, work: Path,
+                   micro_batch_size: int) -> dict[str, Any]:
     from webdancer.algos.rl import train_rl
     from webdancer.conf.rl import EnvSection, RLConfig, RolloutSection, TaskSection
 
     cfg = RLConfig(
-        algo={"name": "dapo", "dynamic_sampling": False}, model=str(model_dir), out=str(work / "multi_turn"),
+        algo={"name": "dapo", "dynamic_sampling": False}, model=str(model_dir),
+        out=str(work / f"multi_turn_mb{micro_batch_size}"),
         env=EnvSection(web=str(web)), tasks=TaskSection(n_train=64, n_test=8),
         rollout=RolloutSection(max_turns=4, max_new_tokens=48, max_context_tokens=2048, prompt_style="compact"),
         steps=args.mt_steps, prompts_per_step=args.prompts_per_step, group_size=args.group_size,
-        mini_batch_prompts=args.prompts_per_step, micro_batch_size=args.group_size, lr=LR, progress=False,
+        mini_batch_prompts=args.prompts_per_step, micro_batch_size=micro_batch_size, lr=LR, progress=False,
         wandb_mode="disabled", threads=args.threads, seed=args.seed)
     run = train_rl(cfg)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     keys = ("perf/rollout_tokens_per_s", "perf/update_tokens_per_s", "perf/env_share", "perf/rollout_s",
             "perf/step_s", "actor/tokens", "rollout/response_length_mean", "rollout/turns_mean")
     per_step = [{k: r.get(k) for k in ("step", *keys)} for r in rows]
+    for step in per_step:
+        step["update_s"] = step["perf/step_s"] - step["perf/rollout_s"]
     return {"per_step": per_step, "last": per_step[-1],
+            "median_update_s": statistics.median(step["update_s"] for step in per_step),
+            "median_update_tokens_per_s": statistics.median(step["perf/update_tokens_per_s"] for step in per_step),
             "settings": {"prompts_per_step": args.prompts_per_step, "group_size": args.group_size,
+                         "micro_batch_size": micro_batch_size, "model": str(model_dir),
                          "max_turns": 4, "max_new_tokens": 48, "max_context_tokens": 2048}}
 
 
@@ -272,6 +284,11 @@ def print_table(result: dict[str, Any]) -> None:
         last = mt["last"]
         print(f"multi-turn (step {last['step']}): rollout {last['perf/rollout_tokens_per_s']:.0f} tok/s, "
               f"update {last['perf/update_tokens_per_s']:.0f} tok/s, env share {last['perf/env_share']:.1%}")
+    by_micro = result.get("multi_turn_by_micro_batch", {})
+    if len(by_micro) > 1:
+        print(f"{'micro-batch':<14}{'update s':>10}{'update tok/s':>14}   (medians over the steps)")
+        for size, r in by_micro.items():
+            print(f"{size:<14}{r['median_update_s']:>10.2f}{r['median_update_tokens_per_s']:>14.0f}")
 
 
 def main() -> None:
@@ -285,6 +302,9 @@ def main() -> None:
     parser.add_argument("--max-completion", type=int, default=64, help="max new tokens per completion")
     parser.add_argument("--mt-steps", type=int, default=2, help="multi-turn train_rl steps (0 skips it)")
     parser.add_argument("--web", help="synthetic web directory (default: the cached 2,000-page site, seed 0)")
+    parser.add_argument("--mt-model", help="model directory for the multi-turn loop (default: the random tiny model)")
+    parser.add_argument("--mt-micro-batch", default="",
+                        help="comma-separated micro-batch sizes for the multi-turn loop (default: the group size)")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -320,7 +340,11 @@ def main() -> None:
                                         "engine": single["ours_engine"]["tokens_per_s"] / rate}
         if args.mt_steps:
             web = Path(args.web) if args.web else ensure_synthetic_web(pages=2000, seed=0)
-            result["multi_turn"] = run_multi_turn(model_dir, web, args, work)
+            sizes = [int(v) for v in args.mt_micro_batch.split(",") if v] or [args.group_size]
+            mt_model = Path(args.mt_model) if args.mt_model else model_dir
+            by_micro = {str(size): run_multi_turn(mt_model, web, args, work, size) for size in sizes}
+            result["multi_turn"] = by_micro[str(sizes[0])]
+            result["multi_turn_by_micro_batch"] = by_micro
     result["load_avg_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
