@@ -139,3 +139,17 @@ def test_unknown_stage_is_named() -> None:
         from webdancer.demo import Stages
 
         Stages(Path("."), True, "sfft")
+
+
+@pytest.mark.parametrize(("rl_seed", "expected"), [(None, 7), (3, 3)])
+def test_dapo_takes_its_own_seed_or_the_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                               rl_seed: int | None, expected: int) -> None:
+    from webdancer.algos import rl
+    from webdancer.conf.demo import DemoConfig, DemoModel, DemoRL
+    from webdancer.demo_stages import rl_stage
+
+    seen = []
+    monkeypatch.setattr(rl, "train_rl", lambda cfg: seen.append(cfg.seed))
+    cfg = DemoConfig(model=DemoModel(seed=7), rl=DemoRL(seed=rl_seed))
+    assert rl_stage(cfg, tmp_path / "sft", tmp_path / "web", tmp_path / "qa", tmp_path / "rl") == tmp_path / "rl" / "final"
+    assert seen == [expected]

@@ -116,6 +116,7 @@ class DemoRL:
     max_in_flight: int = 128
     lr: float = 1e-4
     temperature: float = 1.0
+    seed: int | None = None  # DAPO's sampling seed; None: model.seed (several seeds give RL's own spread)
 
 
 @dataclass
