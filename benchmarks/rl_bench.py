@@ -42,7 +42,8 @@ its ``metrics.jsonl``. ``--mt-model DIR`` runs it from a trained model (e.g. the
 instead of the random tiny one;
 ``--mt-micro-batch 1,4,16`` runs it once per micro-batch size (episodes per
 forward/backward pass; default G) and reports each run's update seconds and tokens/s
-(``multi_turn_by_micro_batch``), the same steps and rollouts every time.
+(``multi_turn_by_micro_batch``), from the same model, prompts and seed every time (the
+first step's rollouts are identical; later ones differ as the update's rounding does).
 """
 
 from __future__ import annotations

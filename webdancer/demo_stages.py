@@ -93,7 +93,8 @@ def rl_stage(cfg: DemoConfig, sft: Path, web: Path, qa: Path, out: Path) -> Path
         oversample=r.oversample, after_invalid=r.after_invalid, metrics_by="hops",
         balance_by=r.balance_by, grad_noise=r.grad_noise,
         mini_batch_prompts=r.mini_batch_prompts, micro_batch_size=r.micro_batch_size, lr=r.lr,
-        eval_every=0, seed=cfg.model.seed if r.seed is None else r.seed, wandb_mode=cfg.wandb_mode, save_every=0, keep_checkpoints=1,
+        eval_every=0, seed=cfg.model.seed if r.seed is None else r.seed, wandb_mode=cfg.wandb_mode,
+        save_every=0, keep_checkpoints=1,
     )
     train_rl(rl_cfg)
     return out / "final"

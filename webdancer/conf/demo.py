@@ -106,8 +106,9 @@ class DemoRL:
     balance_by: str | None = None  # "hops": a surplus of kept groups is taken round-robin over hop counts
     grad_noise: bool = False  # log the gradient noise scale (grad_noise/scale_episodes) of every update
     mini_batch_prompts: int = 8
-    # On CPU one episode per forward/backward is fastest, as for SFT: an update of the 64 kept
-    # episodes took 6.8-8.6 s with 1, 7.4-8.6 s with 2, 9.1-9.5 s with 4, 12.2-15.0 s with 16.
+    # Episodes per forward/backward pass. On CPU one is fastest, as for SFT: a 64-episode update
+    # took 16.1 s with 1, 19.4 s with 4 and 32.4 s with 16 (benchmarks/rl_bench.py
+    # --mt-micro-batch), and the demo's DAPO stage 260 s with 1 against 319 s with 16.
     micro_batch_size: int = 1
     # Episodes generated together. The model's keys and values take 3 KiB a token, so the
     # engine's 256 MB prefix cache holds about 87,000 tokens: 128 episodes of up to 680
