@@ -90,7 +90,7 @@ def rl_stage(cfg: DemoConfig, sft: Path, web: Path, qa: Path, out: Path) -> Path
                                max_context_tokens=e.max_context_tokens, temperature=r.temperature,
                                prompt_style=e.prompt_style, max_in_flight=r.max_in_flight),
         steps=r.steps, prompts_per_step=r.prompts_per_step, group_size=r.group_size, filter_on=r.filter_on,
-        oversample=r.oversample, after_invalid=r.after_invalid, metrics_by="hops",
+        oversample=r.oversample, after_invalid=r.after_invalid, surplus=r.surplus, metrics_by="hops",
         balance_by=r.balance_by, grad_noise=r.grad_noise,
         mini_batch_prompts=r.mini_batch_prompts, micro_batch_size=r.micro_batch_size, lr=r.lr,
         eval_every=0, seed=cfg.model.seed if r.seed is None else r.seed, wandb_mode=cfg.wandb_mode,

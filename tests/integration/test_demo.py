@@ -126,6 +126,7 @@ def test_unknown_split_is_named() -> None:
     ({"algo_options": {"clip_hi": 0.3}}, "unknown option.s. clip_hi for algorithm 'dapo'"),
     ({"algo": "dpo"}, "unknown algorithm 'dpo'"),
     ({"after_invalid": "drop"}, "after_invalid='drop' is not valid"),
+    ({"surplus": "keep"}, "surplus='keep' is not valid"),
 ])
 def test_a_bad_rl_section_fails_when_the_demo_config_is_read(rl: dict, message: str) -> None:
     from webdancer.conf.demo import DemoConfig, DemoRL
@@ -149,7 +150,7 @@ def test_dapo_takes_its_own_seed_or_the_models(monkeypatch: pytest.MonkeyPatch, 
     from webdancer.demo_stages import rl_stage
 
     seen = []
-    monkeypatch.setattr(rl, "train_rl", lambda cfg: seen.append(cfg.seed))
-    cfg = DemoConfig(model=DemoModel(seed=7), rl=DemoRL(seed=rl_seed))
+    monkeypatch.setattr(rl, "train_rl", lambda cfg: seen.append((cfg.seed, cfg.surplus)))
+    cfg = DemoConfig(model=DemoModel(seed=7), rl=DemoRL(seed=rl_seed, surplus="train"))
     assert rl_stage(cfg, tmp_path / "sft", tmp_path / "web", tmp_path / "qa", tmp_path / "rl") == tmp_path / "rl" / "final"
-    assert seen == [expected]
+    assert seen == [(expected, "train")]

@@ -122,6 +122,57 @@ def test_oversampling_fills_the_batch_in_one_round_and_drops_the_surplus() -> No
         assert stream.position == generated_groups
 
 
+def test_surplus_train_keeps_every_group_that_passes_the_filter() -> None:
+    from webdancer.algos import ALGORITHMS
+    from webdancer.algos.rl import TaskStream, collect
+    from webdancer.envs.tasks import Task
+
+    tasks = [Task(question=q, answer="x") for q in "abcd"]
+    first = TaskStream(tasks, seed=0).take(1)[0].question
+    script = {q: [(0.0, 0.0)] * 2 if q == first else [(1.0, 1.0), (0.0, 0.0)] for q in "abcd"}
+    cfg = rl_config(prompts_per_step=2, group_size=2, mini_batch_prompts=1, oversample=2.0)
+    kept = {}
+    for surplus in ("drop", "train"):
+        trajs, generated, metrics, _ = collect(_ScriptedRollout(script), TaskStream(tasks, seed=0),
+                                               ALGORITHMS.get("dapo"), DAPOConfig(),
+                                               dataclasses.replace(cfg, surplus=surplus), 0, "exact_match")
+        assert len(generated) == 8 and metrics["filter/passed_group_ratio"] == 0.75
+        kept[surplus] = {t.question for t in trajs}
+        assert metrics["filter/kept_group_ratio"] == len(kept[surplus]) / 4
+    assert len(kept["drop"]) == 2 and kept["train"] == set("abcd") - {first}
+    with pytest.raises(ValueError, match="surplus='keep' is not valid; use drop or train"):
+        rl_config(surplus="keep")
+
+
+@pytest.mark.parametrize(("n_groups", "sizes"), [(4, [2, 2]), (7, [3, 4]), (3, [1, 2]), (1, [1])])
+def test_updates_per_step_stay_fixed_and_share_out_a_surplus(monkeypatch: pytest.MonkeyPatch, n_groups: int,
+                                                             sizes: list[int]) -> None:
+    from types import SimpleNamespace
+
+    from webdancer.algos import rl
+    from webdancer.algos.rl_batch import Sample
+
+    cfg = rl_config(prompts_per_step=4, group_size=2, mini_batch_prompts=2, surplus="train")
+    parts: list[list[Any]] = []
+    recomputed: list[int] = []
+
+    def fake_update(*args: Any, old_from_this_pass: bool, **kw: Any) -> dict[str, float]:
+        parts.append(args[6])
+        return {"actor/tokens": 1.0}
+
+    monkeypatch.setattr(rl, "update_step", fake_update)
+    monkeypatch.setattr(rl, "recompute_logprobs", lambda model, samples, **kw: recomputed.append(len(samples)))
+    samples = [Sample([1, 2], [0, 1], float(i % 2), old_logp=None) for i in range(2 * n_groups)]
+    monkeypatch.setattr(rl, "make_samples", lambda *args: samples)
+    policy = SimpleNamespace(eval=lambda: None)
+    out = rl._update(None, policy, None, None, None, None, None, None, cfg, [None] * len(samples), 0,
+                     dropout=False)
+    assert [len(p) // 2 for p in parts] == sizes  # groups per update, every group once
+    assert sorted(id(s) for p in parts for s in p) == sorted(id(s) for s in samples)
+    assert out["actor/updates"] == len(sizes)
+    assert recomputed == ([len(samples)] if len(sizes) > 1 else [])  # one update: pi_old is its own pass
+
+
 def test_oversample_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="oversample=0.5 must be at least 1.0"):
         rl_config(oversample=0.5)

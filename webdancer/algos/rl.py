@@ -237,7 +237,7 @@ def collect(rollout: Rollout, stream: TaskStream, algo: Any, algo_cfg: Any, cfg:
     stalling when every group scores the same (REFERENCES pitfall 4). With dynamic sampling
     a round rolls out ``oversample`` times the missing prompts (the recipe over-generates
     3x), so a filter that keeps half the groups costs one large batched round, not several
-    small ones; surplus groups are dropped.
+    small ones. Surplus groups are dropped, or all kept with ``cfg.surplus == "train"``.
     """
     target, G = cfg.prompts_per_step, cfg.group_size
     factor = cfg.oversample if getattr(algo_cfg, "dynamic_sampling", False) else 1.0
@@ -260,12 +260,15 @@ def collect(rollout: Rollout, stream: TaskStream, algo: Any, algo_cfg: Any, cfg:
             if bool(keep[g]):
                 kept.append(trajs[g: g + G])
                 preferred.append(bool(first[g]))
-    if len(kept) > target:  # surplus: preferred groups first, then round-robin over balance_by, then generation order
+    passed = len(kept)
+    if passed > target and cfg.surplus == "drop":
+        # preferred groups first, then round-robin over balance_by, then generation order
         turn = stratum_turns([group[0] for group in kept], cfg.balance_by)
         order = sorted(range(len(kept)), key=lambda i: (not preferred[i], turn[i], i))[:target]
         kept = [kept[i] for i in sorted(order)]
     n_groups = len(generated) // G
     metrics = {"filter/gen_rounds": float(rounds), "filter/groups_generated": float(n_groups),
+               "filter/passed_group_ratio": passed / max(n_groups, 1),
                "filter/kept_group_ratio": len(kept) / max(n_groups, 1),
                "filter/dropped_groups": float(n_groups - len(kept)),
                "filter/batch_filled": float(len(kept) >= target)}
@@ -415,11 +418,13 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
             dropout: bool, noise: GradientNoise | None = None) -> dict[str, float]:
     samples = make_samples(trajs, algo, algo_cfg, cfg)
     policy.eval()
-    per_update = cfg.mini_batch_prompts * cfg.group_size
+    # Updates per epoch: prompts_per_step / mini_batch_prompts for a full batch (fewer for a
+    # batch the filter could not fill); a surplus kept by surplus=train is shared out over them.
+    n_groups = len(samples) // cfg.group_size
+    n_updates = max(1, math.ceil(min(n_groups, cfg.prompts_per_step) / cfg.mini_batch_prompts))
     # pi_old from the trainer itself (REFERENCES pitfall 3); when the batch gets a single
     # update, that is the update's own forward pass, so no extra pass is needed.
-    old_from_update = (cfg.old_logprobs == "recompute" and cfg.epochs == 1 and len(samples) <= per_update
-                       and not dropout)
+    old_from_update = cfg.old_logprobs == "recompute" and cfg.epochs == 1 and n_updates == 1 and not dropout
     temperature = cfg.rollout.temperature  # the loss's log-probs are those of the sampling distribution
     if cfg.old_logprobs == "recompute" and not old_from_update:
         recompute_logprobs(policy, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size,
@@ -428,24 +433,24 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
         recompute_logprobs(ref_model, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size,
                            field="ref_logp", temperature=temperature)
     sums: dict[str, float] = {}
-    n_updates = 0
+    done = 0
     rng = random.Random(cfg.seed + len(trajs))
     for _ in range(cfg.epochs):
         # Shuffle whole groups so a mini-batch holds complete groups.
         groups = [samples[i: i + cfg.group_size] for i in range(0, len(samples), cfg.group_size)]
         rng.shuffle(groups)
-        flat = [s for g in groups for s in g]
-        for i in range(0, len(flat), per_update):
-            m = update_step(model, optimizer, scheduler, accelerator, algo, algo_cfg, flat[i: i + per_update],
+        for u in range(n_updates):
+            part = [s for g in groups[u * len(groups) // n_updates: (u + 1) * len(groups) // n_updates] for s in g]
+            m = update_step(model, optimizer, scheduler, accelerator, algo, algo_cfg, part,
                             pad_id=pad_id, micro_batch_size=cfg.micro_batch_size, grad_clip=cfg.grad_clip,
                             old_from_this_pass=old_from_update, temperature=temperature,
                             noise=noise, group_size=cfg.group_size)
-            n_updates += 1
+            done += 1
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
-    out = {k: v / max(n_updates, 1) for k, v in sums.items()}
+    out = {k: v / max(done, 1) for k, v in sums.items()}
     out["actor/tokens"] = sums.get("actor/tokens", 0.0)
-    out["actor/updates"] = float(n_updates)
+    out["actor/updates"] = float(done)
     if noise is not None and noise.scale is not None:
         out["grad_noise/scale_episodes"] = noise.scale  # the running value, not a mean over this step's updates
     adv = [s.advantage for s in samples]

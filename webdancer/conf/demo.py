@@ -103,6 +103,7 @@ class DemoRL:
     filter_on: str = "accuracy"  # dynamic sampling keeps groups with some but not all answers right
     oversample: float = 2.0  # prompts rolled out per dynamic-sampling round / prompts still missing
     after_invalid: str = "train"  # "mask": no loss on the tokens after an episode's first invalid action
+    surplus: str = "drop"  # "train": also learn from the groups that pass the filter beyond prompts_per_step
     balance_by: str | None = None  # "hops": a surplus of kept groups is taken round-robin over hop counts
     grad_noise: bool = False  # log the gradient noise scale (grad_noise/scale_episodes) of every update
     mini_batch_prompts: int = 8
@@ -157,5 +158,6 @@ class DemoConfig:
         from webdancer.algos import ALGORITHMS
 
         r = self.rl  # checked here, so a bad value fails before the stages before rl have run
-        check_batch_options(r.filter_on, r.oversample, r.prompts_per_step, r.mini_batch_prompts, r.after_invalid)
+        check_batch_options(r.filter_on, r.oversample, r.prompts_per_step, r.mini_batch_prompts, r.after_invalid,
+                            r.surplus)
         ALGORITHMS.get(r.algo).make_config(r.algo_options)

@@ -16,12 +16,14 @@ from omegaconf import MISSING
 
 
 def check_batch_options(filter_on: str, oversample: float, prompts_per_step: int, mini_batch_prompts: int,
-                        after_invalid: str = "train") -> None:
+                        after_invalid: str = "train", surplus: str = "drop") -> None:
     """The checks on how a step's batch is drawn and what of it the loss sees, shared by
     ``webdancer rl`` and the demo's rl section (so a bad value fails when the config is
     read, not stages later)."""
     if after_invalid not in ("train", "mask"):
         raise ValueError(f"after_invalid={after_invalid!r} is not valid; use train or mask.")
+    if surplus not in ("drop", "train"):
+        raise ValueError(f"surplus={surplus!r} is not valid; use drop or train.")
     if oversample < 1.0:
         raise ValueError(f"oversample={oversample} must be at least 1.0 (1.0: no over-generation).")
     if filter_on not in ("accuracy", "reward"):
@@ -104,6 +106,12 @@ class RLConfig:
     # so the invalid turn itself carries the episode's advantage and the off-distribution
     # text that follows it does not (SimpleTIR, arXiv:2509.02479, drops such episodes whole).
     after_invalid: str = "train"
+    # Groups that pass dynamic sampling beyond prompts_per_step (oversample > 1 leaves a
+    # surplus whenever more than 1 / oversample of the groups differ): "drop" them, as DAPO
+    # fills a fixed batch; or "train" on them too, so every informative rollout is learned
+    # from. The number of updates per step stays prompts_per_step / mini_batch_prompts; the
+    # groups are shared out evenly over them.
+    surplus: str = "drop"
     # A task meta key (e.g. "hops", "level"): each step also logs, per value of it, the
     # rollout accuracy and the share of the kept groups (by_<key>/<value>/accuracy, .../kept_share).
     metrics_by: str | None = None
@@ -145,7 +153,7 @@ class RLConfig:
         if self.old_logprobs not in ("recompute", "engine"):
             raise ValueError(f"old_logprobs={self.old_logprobs!r} is not valid; use recompute or engine.")
         check_batch_options(self.filter_on, self.oversample, self.prompts_per_step, self.mini_batch_prompts,
-                            self.after_invalid)
+                            self.after_invalid, self.surplus)
         if "judge" in self.reward and not self.judge:
             raise ValueError("reward with a judge term needs judge=openai:BASE_URL#MODEL; give the judge model.")
         if "overlong" in self.reward:
