@@ -341,7 +341,14 @@ def test_the_trainers_logprobs_are_those_of_the_rollout_temperature(
     with torch.inference_mode():
         logp, _ = token_logprobs(engine.model, ids, torch.ones_like(ids), temperature=temperature)
         untempered, _ = token_logprobs(engine.model, ids, torch.ones_like(ids))
+        loss_mask = torch.zeros_like(ids)
+        loss_mask[0, len(prompts[0]):] = 1
+        # projected to the vocabulary only before the generated tokens (the model takes logits_to_keep)
+        only, _ = token_logprobs(engine.model, ids, torch.ones_like(ids), temperature=temperature,
+                                 loss_mask=loss_mask)
     generated = slice(len(prompts[0]), ids.shape[1])
     assert logp[0, generated].tolist() == pytest.approx(gen.logprobs, abs=1e-4)
+    assert only[0, generated].tolist() == pytest.approx(logp[0, generated].tolist(), abs=1e-5)
+    assert only[0, : len(prompts[0])].abs().sum() == 0
     if temperature != 1.0:  # the untempered log-probs are not the sampler's: a ratio off 1 from the start
         assert untempered[0, generated].tolist() != pytest.approx(gen.logprobs, abs=1e-2)

@@ -501,6 +501,48 @@ def test_token_logprobs_and_entropy_equal_the_full_log_softmax(temperature: floa
     assert torch.allclose(entropy, ref_entropy, atol=1e-5)
 
 
+class _KeepLogits(_Logits):
+    """``_Logits`` that projects only the positions named by ``logits_to_keep``, as HF causal LMs do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.projected = 0
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                logits_to_keep: int | torch.Tensor = 0) -> SimpleNamespace:
+        hidden = torch.tanh(self.emb(input_ids))
+        if isinstance(logits_to_keep, torch.Tensor):
+            hidden = hidden[:, logits_to_keep]
+        self.projected += hidden.shape[1]
+        return SimpleNamespace(logits=self.head(hidden) * 3.0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_logprobs_project_only_before_loss_tokens_and_agree_there(temperature: float) -> None:
+    from webdancer.algos import rl_batch
+
+    torch.manual_seed(0)
+    model, ids = _KeepLogits(), torch.randint(0, 50, (2, 12))
+    mask = torch.zeros(2, 12)
+    mask[0, 3:6] = 1  # prompt 0-2, response 3-5, tool response 6-8, response 9-10, padding 11
+    mask[0, 9:11] = 1
+    mask[1, 4:6] = 1
+    results = []
+    for loss_mask in (None, mask):
+        model.zero_grad()
+        model.projected = 0
+        logp, entropy = rl_batch.token_logprobs(model, ids, torch.ones_like(ids), with_entropy=True,
+                                                temperature=temperature, loss_mask=loss_mask)
+        (logp * mask).sum().backward()
+        results.append((logp.detach(), entropy, model.head.weight.grad.clone(), model.projected))
+    (full, full_h, full_g, n_full), (kept, kept_h, kept_g, n_kept) = results
+    assert n_full == 12 and n_kept == 5  # positions 2-4 and 8-9 predict the loss tokens 3-5 and 9-10
+    on = mask.bool()
+    assert torch.allclose(kept[on], full[on], atol=1e-6) and torch.allclose(kept_h[on], full_h[on], atol=1e-6)
+    assert torch.allclose(kept_g, full_g, atol=1e-6)  # the same gradient from 5 of 12 projections
+    assert (kept[:, :3] == 0).all() and (kept[:, 6:9] == 0).all()
+
+
 @pytest.mark.parametrize("chunk_elements", [2**24, 3 * 7])  # one piece; 3 positions a piece (uneven)
 def test_token_logprob_gradient_passes_gradcheck(chunk_elements: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from webdancer.algos import rl_batch

@@ -11,6 +11,7 @@ comparing the update path against other trainers.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -66,24 +67,48 @@ def collate(samples: Sequence[Sample], pad_id: int, device: torch.device | str =
     return PolicyBatch(to(ids), to(attn), to(mask), to(adv), to(old), to(ref))
 
 
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether ``model`` (or the module a wrapper such as DDP holds) projects to the
+    vocabulary only at the positions given as ``logits_to_keep`` (transformers causal LMs)."""
+    inner = getattr(model, "module", model)
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
 def token_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, *, with_entropy: bool = False,
-                   temperature: float = 1.0) -> tuple[Tensor, Tensor | None]:
+                   temperature: float = 1.0, loss_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """-> (logp (B, T), entropy (B, T) or None) of each token under ``model``.
 
     ``temperature``: the rollout's, so that the loss differentiates the distribution the
     tokens were sampled from, softmax(logits / T), and its log-probs equal the engine's
     (as verl's actor does); 0 (greedy rollouts) counts as 1.
 
-    Memory: beyond the (B, T, V) float logits, only a few rows of the vocabulary-wide
+    ``loss_mask`` (B, T): where the caller needs them. A model that takes ``logits_to_keep``
+    then projects to the vocabulary only before the positions where some row has a loss
+    token; the others get 0. A trajectory is mostly tool responses, so this skips most
+    of the vocabulary work and memory.
+
+    Memory: beyond the (B, K, V) float logits, only a few rows of the vocabulary-wide
     softmax exist at a time, forward and backward (``TokenLogProb``), instead of a full
     log-softmax, its gradient and the entropy's products (see ``benchmarks/logprob_memory.py``).
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # (B, T-1, V)
+    if loss_mask is None or not takes_logits_to_keep(model):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # (B, T-1, V)
+        if temperature > 0 and temperature != 1.0:
+            logits = logits / temperature
+        logp, entropy = TokenLogProb.apply(logits, input_ids[:, 1:], with_entropy)
+        logp = torch.nn.functional.pad(logp, (1, 0))
+        return logp, torch.nn.functional.pad(entropy, (1, 0)) if with_entropy else None
+    targets = loss_mask[:, 1:].bool().any(0).nonzero().squeeze(-1) + 1  # (K,) positions scored
+    if targets.numel() == 0:
+        targets = targets.new_ones(1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=targets - 1).logits.float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
-    logp, entropy = TokenLogProb.apply(logits, input_ids[:, 1:], with_entropy)
-    logp = torch.nn.functional.pad(logp, (1, 0))
-    return logp, torch.nn.functional.pad(entropy, (1, 0)) if with_entropy else None
+    kept, entropy = TokenLogProb.apply(logits, input_ids[:, targets], with_entropy)  # (B, K)
+    logp = kept.new_zeros(input_ids.shape).index_copy(1, targets, kept)
+    if not with_entropy:
+        return logp, None
+    return logp, entropy.new_zeros(input_ids.shape).index_copy(1, targets, entropy)
 
 
 CHUNK_ELEMENTS = 2**24  # logits per piece of the softmax work (64 MB of float32)
@@ -145,7 +170,8 @@ def recompute_logprobs(model: Any, samples: Sequence[Sample], *, pad_id: int, mi
     for i in range(0, len(ordered), micro_batch_size):
         chunk = ordered[i: i + micro_batch_size]
         batch = collate([Sample(s.ids, s.loss_mask, 0.0) for s in chunk], pad_id, device)
-        logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, temperature=temperature)
+        logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, temperature=temperature,
+                                 loss_mask=batch.loss_mask)
         for s, row in zip(chunk, logp.cpu()):
             setattr(s, field, row[: len(s.ids)].tolist())
 
@@ -236,7 +262,7 @@ def update_step(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, al
         ctx = nullcontext() if last or accelerator.num_processes == 1 else accelerator.no_sync(model)
         with ctx:
             logp, entropy = token_logprobs(model, batch.input_ids, batch.attention_mask, with_entropy=True,
-                                           temperature=temperature)
+                                           temperature=temperature, loss_mask=batch.loss_mask)
             old_logp = logp.detach() if old_from_this_pass else batch.old_logp
             assert old_logp is not None, "old log-probs must be filled before the update"
             loss, metrics = algo.policy_loss(logp, old_logp, batch.advantages, batch.loss_mask, algo_cfg,
