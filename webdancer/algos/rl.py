@@ -433,7 +433,6 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
         recompute_logprobs(ref_model, samples, pad_id=pad_id, micro_batch_size=cfg.micro_batch_size,
                            field="ref_logp", temperature=temperature)
     sums: dict[str, float] = {}
-    done = 0
     rng = random.Random(cfg.seed + len(trajs))
     for _ in range(cfg.epochs):
         # Shuffle whole groups so a mini-batch holds complete groups.
@@ -445,9 +444,9 @@ def _update(model: Any, policy: Any, ref_model: Any, optimizer: Any, scheduler: 
                             pad_id=pad_id, micro_batch_size=cfg.micro_batch_size, grad_clip=cfg.grad_clip,
                             old_from_this_pass=old_from_update, temperature=temperature,
                             noise=noise, group_size=cfg.group_size)
-            done += 1
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
+    done = cfg.epochs * n_updates
     out = {k: v / max(done, 1) for k, v in sums.items()}
     out["actor/tokens"] = sums.get("actor/tokens", 0.0)
     out["actor/updates"] = float(done)

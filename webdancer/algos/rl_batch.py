@@ -11,6 +11,7 @@ comparing the update path against other trainers.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -67,11 +68,22 @@ def collate(samples: Sequence[Sample], pad_id: int, device: torch.device | str =
     return PolicyBatch(to(ids), to(attn), to(mask), to(adv), to(old), to(ref))
 
 
+@functools.cache
+def _forward_takes_logits_to_keep(cls: type) -> bool:
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
+
+
 def takes_logits_to_keep(model: Any) -> bool:
     """Whether ``model`` (or the module a wrapper such as DDP holds) projects to the
     vocabulary only at the positions given as ``logits_to_keep`` (transformers causal LMs)."""
-    inner = getattr(model, "module", model)
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    return _forward_takes_logits_to_keep(type(getattr(model, "module", model)))
+
+
+def loss_positions(mask: Tensor) -> Tensor:
+    """Positions (K,) where some row of ``mask`` (B, T) is set; ``[0]`` when none is, so a
+    forward pass always has a position to project."""
+    keep = mask.bool().any(0).nonzero().squeeze(-1)
+    return keep if keep.numel() else keep.new_zeros(1)
 
 
 def token_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, *, with_entropy: bool = False,
@@ -85,26 +97,22 @@ def token_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, *, wit
     ``loss_mask`` (B, T): where the caller needs them. A model that takes ``logits_to_keep``
     then projects to the vocabulary only before the positions where some row has a loss
     token; the others get 0. A trajectory is mostly tool responses, so this skips most
-    of the vocabulary work and memory.
+    of the vocabulary work and memory. Position 0 has no log-prob and is always 0.
 
     Memory: beyond the (B, K, V) float logits, only a few rows of the vocabulary-wide
     softmax exist at a time, forward and backward (``TokenLogProb``), instead of a full
     log-softmax, its gradient and the entropy's products (see ``benchmarks/logprob_memory.py``).
     """
-    if loss_mask is None or not takes_logits_to_keep(model):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # (B, T-1, V)
-        if temperature > 0 and temperature != 1.0:
-            logits = logits / temperature
-        logp, entropy = TokenLogProb.apply(logits, input_ids[:, 1:], with_entropy)
-        logp = torch.nn.functional.pad(logp, (1, 0))
-        return logp, torch.nn.functional.pad(entropy, (1, 0)) if with_entropy else None
-    targets = loss_mask[:, 1:].bool().any(0).nonzero().squeeze(-1) + 1  # (K,) positions scored
-    if targets.numel() == 0:
-        targets = targets.new_ones(1)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=targets - 1).logits.float()
+    if loss_mask is not None and takes_logits_to_keep(model):
+        targets = loss_positions(loss_mask[:, 1:]) + 1  # (K,) the positions scored
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=targets - 1).logits
+    else:
+        targets = torch.arange(1, input_ids.shape[1], device=input_ids.device)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+    logits = logits.float()  # (B, K, V)
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
-    kept, entropy = TokenLogProb.apply(logits, input_ids[:, targets], with_entropy)  # (B, K)
+    kept, entropy = TokenLogProb.apply(logits, input_ids[:, targets], with_entropy)  # (B, K) each
     logp = kept.new_zeros(input_ids.shape).index_copy(1, targets, kept)
     if not with_entropy:
         return logp, None

@@ -26,7 +26,6 @@ loss curve equals the uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import math
 import random
@@ -49,6 +48,7 @@ from webdancer.algos.checkpoint import (
     save_step,
     seed_everything,
 )
+from webdancer.algos.rl_batch import loss_positions, takes_logits_to_keep
 from webdancer.conf.sft import SFTConfig
 from webdancer.data.sft_data import (
     Batch,
@@ -117,10 +117,9 @@ class ForwardOptions:
 
 
 def forward_options(model: Any, pack_attention: str) -> ForwardOptions:
-    params = inspect.signature(model.forward).parameters
     impl = getattr(model.config, "_attn_implementation", "sdpa")
     dtype = torch.bool if impl == "sdpa" else next(model.parameters()).dtype  # eager adds the mask to scores
-    return ForwardOptions("logits_to_keep" in params, pack_attention == "mask4d", dtype)
+    return ForwardOptions(takes_logits_to_keep(model), pack_attention == "mask4d", dtype)
 
 
 def micro_batch_loss(model: Any, batch: Batch, scale_tokens: Tensor, opts: ForwardOptions) -> tuple[Tensor, Tensor]:
@@ -134,9 +133,7 @@ def micro_batch_loss(model: Any, batch: Batch, scale_tokens: Tensor, opts: Forwa
     if opts.keep_logits:
         # Project to the vocabulary only where some row has a loss token: tool responses
         # are most of a trajectory, and the (T, V) logits are most of the memory.
-        keep = mask.any(0).nonzero().squeeze(-1)  # (K,)
-        if keep.numel() == 0:
-            keep = torch.tensor([0], device=mask.device)
+        keep = loss_positions(mask)  # (K,)
         kwargs["logits_to_keep"] = keep
         labels, mask = labels[:, keep], mask[:, keep]
     logits = model(**kwargs).logits  # (B, K or T, V)
